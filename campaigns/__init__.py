@@ -1,0 +1,29 @@
+"""Herald's domain and storage: the service functions every interface calls."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from campaigns.schema import CampaignSpec, Receipt, Submission
+
+
+def submit(submission: Submission | CampaignSpec | dict, recipients: Iterable[Any] | None = None) -> Receipt:
+    """Store a campaign and start dispatching it; returns the receipt.
+
+    ``submission`` is a :class:`Submission` (or its dict form, with ``from``, ``message`` and
+    ``recipients``), or a :class:`CampaignSpec` with ``recipients`` given as any iterable.
+    """
+    from campaigns import intake
+    from worker.dispatch import start_campaign
+
+    if isinstance(submission, dict):
+        submission = Submission.model_validate(submission) if recipients is None else CampaignSpec.model_validate(submission)
+    if recipients is None:
+        recipients = submission.recipients
+    receipt = intake.submit(submission, recipients)
+    start_campaign(receipt.campaign_id)
+    return receipt
+
+
+__all__ = ["submit", "Submission", "CampaignSpec", "Receipt"]

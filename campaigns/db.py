@@ -1,0 +1,70 @@
+"""Engine and sessions, made once per process (and again after a fork) from the settings."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from campaigns.settings import get_settings
+
+_state: dict = {}
+
+
+def _make_engine(url: str) -> Engine:
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(conn, _record):
+            # WAL lets the webhook receiver read while a worker thread writes.
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def engine() -> Engine:
+    # A forked Celery child must not share its parent's connections.
+    if _state.get("pid") != os.getpid():
+        _state.clear()
+        _state["pid"] = os.getpid()
+        _state["engine"] = _make_engine(get_settings().database_url)
+        _state["sessions"] = sessionmaker(_state["engine"], expire_on_commit=False)
+    return _state["engine"]
+
+
+def reset() -> None:
+    old = _state.get("engine")
+    _state.clear()
+    if old is not None:
+        old.dispose()
+
+
+# SQLite allows one writer; threads queueing on a lock beat sqlite's sleeping busy handler.
+_sqlite_lock = threading.RLock()
+
+
+@contextmanager
+def session() -> Iterator[Session]:
+    """A session in one transaction: committed on success, rolled back on any error."""
+    if engine().dialect.name == "sqlite":
+        with _sqlite_lock, _state["sessions"].begin() as s:
+            yield s
+    else:
+        with _state["sessions"].begin() as s:
+            yield s
+
+
+def is_postgres() -> bool:
+    return engine().dialect.name == "postgresql"

@@ -1,0 +1,68 @@
+"""Herald's one error tree. Messages never contain a phone number, message text or secret.
+
+HeraldError
+├── ConfigurationError        settings that cannot work (unknown provider account, ...)
+├── SubmissionError           a campaign refused as a whole before anything was written
+│   └── TooManyRecipients
+├── NotFound                  an id that names nothing
+└── ProviderError             raised by adapters, mapped at the HTTP boundary
+    ├── Retryable             5xx, connection errors, timeouts before the request was sent
+    ├── Permanent             this message can never be sent (invalid number, ...)
+    ├── ProviderUnavailable   the account cannot send now (credentials, credit, no rate): fail over
+    ├── RateLimited           429; carries retry_after in seconds
+    └── Ambiguous             the request may have reached the provider: resolve by lookup
+"""
+
+from __future__ import annotations
+
+
+class HeraldError(Exception):
+    """Base of every error Herald raises on purpose."""
+
+
+class ConfigurationError(HeraldError):
+    pass
+
+
+class SubmissionError(HeraldError):
+    """The submission is refused whole; ``errors`` lists each problem with its field path."""
+
+    def __init__(self, message: str, errors: list[dict] | None = None):
+        super().__init__(message)
+        self.errors = errors or [{"loc": [], "msg": message}]
+
+
+class TooManyRecipients(SubmissionError):
+    pass
+
+
+class NotFound(HeraldError):
+    pass
+
+
+class ProviderError(HeraldError):
+    def __init__(self, message: str, *, status_code: int | None = None):
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class Retryable(ProviderError):
+    pass
+
+
+class Permanent(ProviderError):
+    pass
+
+
+class ProviderUnavailable(ProviderError):
+    pass
+
+
+class RateLimited(ProviderError):
+    def __init__(self, message: str, *, retry_after: float = 1.0, status_code: int | None = 429):
+        super().__init__(message, status_code=status_code)
+        self.retry_after = retry_after
+
+
+class Ambiguous(ProviderError):
+    pass

@@ -1,0 +1,122 @@
+"""SQLAlchemy models. Keep in step with campaigns/migrations (a test compares them)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    JSON, BigInteger, DateTime, ForeignKey, Index, Integer, Numeric, String, Text, UniqueConstraint, Uuid, func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a real bigint.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+Money = Numeric(14, 6)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: DateTime(timezone=True)}
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    sender: Mapped[str] = mapped_column(String(32))
+    template: Mapped[str] = mapped_column(Text)
+    provider: Mapped[str | None] = mapped_column(String(64))
+    default_region: Mapped[str | None] = mapped_column(String(2))
+    scheduled_at: Mapped[datetime | None]
+    send_window: Mapped[dict | None] = mapped_column(JSON)
+    concurrency: Mapped[int | None] = mapped_column(Integer)
+    max_cost: Mapped[Decimal | None] = mapped_column(Money)
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    meta: Mapped[dict | None] = mapped_column("metadata", JSON)
+    # The receipt as first returned, so an idempotent resubmission returns it unchanged.
+    receipt: Mapped[dict | None] = mapped_column(JSON)
+    submitted: Mapped[int] = mapped_column(Integer, default=0)
+    segments: Mapped[int] = mapped_column(Integer, default=0)
+    estimated_cost: Mapped[Decimal | None] = mapped_column(Money)
+    # Highest message id already published by fan-out: a crash resumes after it.
+    fanout_checkpoint: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    started_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+
+
+class Message(Base):
+    """One row per unique normalised recipient of a campaign."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("ix_messages_campaign_status", "campaign_id", "status"),
+        Index("ix_messages_provider_ref", "provider", "provider_message_id"),
+        # The store itself refuses a doubled recipient, whatever intake does.
+        UniqueConstraint("campaign_id", "phone", name="uq_messages_campaign_phone"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    phone: Mapped[str] = mapped_column(String(20))
+    region: Mapped[str | None] = mapped_column(String(2))
+    # Rendered text when the template has placeholders; NULL means the campaign template verbatim.
+    body: Mapped[str | None] = mapped_column(Text)
+    encoding: Mapped[str] = mapped_column(String(5), default="GSM7")
+    segments: Mapped[int] = mapped_column(Integer, default=1)
+    client_ref: Mapped[str | None] = mapped_column(String(255))
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    provider: Mapped[str | None] = mapped_column(String(64))
+    provider_message_id: Mapped[str | None] = mapped_column(String(128))
+    raw_status: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cost: Mapped[Decimal | None] = mapped_column(Money)
+    not_before: Mapped[datetime | None]
+    claimed_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    final_at: Mapped[datetime | None]
+
+
+class Rejection(Base):
+    """A submitted recipient that became no message: duplicate, invalid or suppressed."""
+
+    __tablename__ = "rejections"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    raw: Mapped[str | None] = mapped_column(Text)
+
+
+class DeliveryReport(Base):
+    """Every report as received, append-only; message status is derived from these."""
+
+    __tablename__ = "delivery_reports"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    message_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    provider_message_id: Mapped[str | None] = mapped_column(String(128))
+    raw_status: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str | None] = mapped_column(String(16))
+    payload: Mapped[dict] = mapped_column(JSON)
+    received_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Suppression(Base):
+    """Numbers that opted out: never sent to."""
+
+    __tablename__ = "suppressions"
+
+    phone: Mapped[str] = mapped_column(String(20), primary_key=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())

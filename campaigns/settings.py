@@ -1,0 +1,107 @@
+"""Herald's settings: one typed object, built once per process from ``HERALD_*`` variables.
+
+Every variable is documented in the README. Nothing else in Herald reads the environment.
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+from decimal import Decimal
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ProviderAccount(BaseModel):
+    """One account at one provider. Several accounts of one provider kind may coexist."""
+
+    kind: str = Field(description="adapter name: tikosms, aikdata, laravel, mobsms, smsforai")
+    base_url: str
+    token: SecretStr = SecretStr("")
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    timeout_s: float = 10.0
+    rate_per_s: float | None = None
+    max_in_flight: int | None = None
+    # Price per segment by destination region ("*" for any other), for cost estimates.
+    prices: dict[str, Decimal] = Field(default_factory=dict)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
+
+    # Where campaigns live. The default is the embedded SQLite file in the working directory.
+    database_url: str = "sqlite:///herald.db"
+    # Celery broker. Unset means the embedded in-process broker (``memory://``), demo only.
+    broker_url: str | None = None
+    # Redis for limits shared by every worker. Unset means an in-process limiter (one process only).
+    redis_url: str | None = None
+    # Signs webhook URL tokens and campaign callbacks. Must be the same on every process.
+    secret_key: SecretStr | None = None
+    # Base URL at which providers reach Herald's webhooks.
+    public_url: str = "http://127.0.0.1:8000"
+    # Provider accounts as JSON: {"name": {"kind": "tikosms", "base_url": ..., "token": ...}}.
+    providers: dict[str, ProviderAccount] = Field(default_factory=dict)
+    # Account used when a campaign names none.
+    default_provider: str | None = None
+    # Upper bound of recipients in one campaign.
+    max_recipients: int = 1_000_000
+    # Per-recipient tasks published per fan-out batch.
+    fanout_batch: int = 1000
+    log_json: bool = False
+    log_level: str = "INFO"
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url is None
+
+    @property
+    def celery_broker(self) -> str:
+        return self.broker_url or "memory://"
+
+    @property
+    def secret(self) -> bytes:
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        return _process_secret()
+
+    def provider(self, name: str | None) -> tuple[str, ProviderAccount]:
+        from campaigns.errors import ConfigurationError
+
+        name = name or self.default_provider or (next(iter(self.providers), None))
+        if name is None or name not in self.providers:
+            raise ConfigurationError(f"no provider account named {name!r} is configured")
+        return name, self.providers[name]
+
+
+@functools.cache
+def _process_secret() -> bytes:
+    # Without HERALD_SECRET_KEY, tokens are valid only inside this process: enough for the demo.
+    return secrets.token_bytes(32)
+
+
+_settings: Settings | None = None
+
+
+def get_settings() -> Settings:
+    global _settings
+    if _settings is None:
+        _settings = Settings()
+    return _settings
+
+
+def configure(settings: Settings) -> Settings:
+    """Install ``settings`` as this process's settings (the demo, tests and the CLI use this)."""
+    global _settings
+    _settings = settings
+    from campaigns import db
+
+    db.reset()
+    return settings
+
+
+def sqlite_path(url: str) -> Path | None:
+    prefix = "sqlite:///"
+    return Path(url[len(prefix):]) if url.startswith(prefix) else None

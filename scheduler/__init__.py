@@ -1,0 +1,1 @@
+"""Time-based work, run from celery beat over state kept in the database."""

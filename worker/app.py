@@ -1,0 +1,69 @@
+"""The Celery app. ``celery -A worker worker|beat|flower`` finds it as ``worker.app``."""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import worker_process_init
+from kombu import Queue
+
+from campaigns.settings import Settings, get_settings
+
+# Well above any countdown Herald uses (the longest retry waits far less): a Redis-broker task
+# whose ETA passes the visibility timeout would be delivered again.
+VISIBILITY_TIMEOUT_S = 3600
+MAX_COUNTDOWN_S = 300
+
+app = Celery("herald")
+
+
+def celery_config(settings: Settings) -> dict:
+    broker = settings.celery_broker
+    redis_broker = broker.startswith(("redis://", "rediss://"))
+    return {
+        "broker_url": broker,
+        "result_backend": broker if redis_broker else "cache+memory://",
+        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT_S, "polling_interval": 0.05},
+        "result_backend_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        "broker_connection_retry_on_startup": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        # A task killed mid-run is delivered again; the message claim makes that harmless.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 4,
+        # Flower reads these events.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_default_queue": "herald",
+        "task_queues": (Queue("herald"), Queue("send")),
+        # Sends get their own queue so a backlog of them never delays fan-out or intake.
+        "task_routes": {"herald.send_message": {"queue": "send"}},
+        "imports": ("worker.tasks", "scheduler.jobs"),
+        "beat_schedule": _beat_schedule(),
+        "timezone": "UTC",
+    }
+
+
+def _beat_schedule() -> dict:
+    from scheduler.schedule import BEAT_SCHEDULE
+
+    return BEAT_SCHEDULE
+
+
+def configure_app(settings: Settings) -> Celery:
+    app.conf.update(celery_config(settings))
+    return app
+
+
+@worker_process_init.connect
+def _after_fork(**_):
+    # Engines and HTTP clients are per process: drop anything inherited from the parent.
+    from campaigns import db
+    from worker import providers
+
+    db.reset()
+    providers._cache.clear()
+
+
+configure_app(get_settings())

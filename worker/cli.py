@@ -1,0 +1,141 @@
+"""The `herald` command line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from campaigns.errors import HeraldError, SubmissionError
+
+
+@click.group()
+def main() -> None:
+    """Herald: bulk SMS campaign dispatch on Celery, Redis and PostgreSQL."""
+    from worker.logs import setup_logging
+
+    setup_logging()
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every migration to the configured database."""
+    from campaigns import migrate
+
+    migrate.upgrade()
+    click.echo(f"database at revision {migrate.current()}")
+
+
+@main.command()
+@click.option("--recipients", "-n", default=1000, show_default=True, help="recipients to generate")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+def demo(recipients: int, as_json: bool) -> None:
+    """Run one generated campaign end to end against the built-in emulator."""
+    import logging
+
+    from worker import demo as demo_module
+
+    logging.getLogger().setLevel(logging.WARNING)
+
+    sys.exit(demo_module.run(recipients, as_json=as_json))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9000, show_default=True)
+@click.option("--latency-ms", default=0.0, show_default=True)
+@click.option("--report-delay-ms", default=50.0, show_default=True)
+@click.option("--delivered-ratio", default=1.0, show_default=True)
+@click.option("--fail-5xx", default=0.0, show_default=True, help="share of sends answered 500")
+def emulator(host: str, port: int, latency_ms: float, report_delay_ms: float,
+             delivered_ratio: float, fail_5xx: float) -> None:
+    """Serve the provider emulators (base URL http://HOST:PORT/tikosms, token test-token)."""
+    import uvicorn
+
+    from worker.emulator import Emulator, Knobs, create_app
+
+    knobs = Knobs(latency_ms=latency_ms, report_delay_ms=report_delay_ms,
+                  delivered_ratio=delivered_ratio, fail_5xx=fail_5xx)
+    uvicorn.run(create_app(Emulator(knobs)), host=host, port=port, log_level="warning")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+def api(host: str, port: int) -> None:
+    """Serve the HTTP API (intake, status, delivery-report webhooks)."""
+    import uvicorn
+
+    from worker.http import create_app
+
+    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+
+
+def read_recipients(path: Path) -> Iterator[str | dict]:
+    """Stream recipients from CSV (a header row with `to` or `number`) or JSONL, or one number a line."""
+    with path.open(newline="", encoding="utf-8") as f:
+        if path.suffix in (".jsonl", ".ndjson"):
+            for line in f:
+                if line.strip():
+                    yield json.loads(line)
+            return
+        first = f.readline()
+        f.seek(0)
+        if "to" in first.lower().split(",") or "number" in first.lower().split(","):
+            yield from csv.DictReader(f)
+        else:
+            for line in f:
+                if line.strip():
+                    yield line.strip()
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--from", "sender", required=True, help="sender id")
+@click.option("--message", required=True, help="message template, {field} placeholders allowed")
+@click.option("--region", "default_region", help="region for national numbers, e.g. GB")
+@click.option("--provider", help="provider account name")
+@click.option("--idempotency-key")
+@click.option("--json", "as_json", is_flag=True)
+def submit(file: Path, sender: str, message: str, default_region: str | None,
+           provider: str | None, idempotency_key: str | None, as_json: bool) -> None:
+    """Submit a campaign from a CSV or JSONL file of recipients."""
+    import campaigns
+    from campaigns.schema import CampaignSpec
+
+    spec = CampaignSpec.model_validate({
+        "from": sender, "message": message, "default_region": default_region,
+        "provider": provider, "idempotency_key": idempotency_key,
+    })
+    try:
+        receipt = campaigns.submit(spec, read_recipients(file))
+    except SubmissionError as exc:
+        raise click.ClickException(f"{exc} {json.dumps(exc.errors)}") from None
+    click.echo(receipt.model_dump_json(indent=None if as_json else 2))
+
+
+@main.command()
+@click.argument("campaign_id")
+@click.option("--json", "as_json", is_flag=True)
+def report(campaign_id: str, as_json: bool) -> None:
+    """Print a campaign's exact aggregate."""
+    from campaigns.reports import campaign_report
+
+    try:
+        data = campaign_report(campaign_id)
+    except (HeraldError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(data, indent=None if as_json else 2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""The send path and fan-out, as plain functions: the Celery tasks only call these.
+
+A message is sent by whoever claims it (``queued -> sending`` in one conditional UPDATE); a
+redelivered or duplicated task finds the row already claimed and does nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import case, func, select, update
+
+from campaigns import db
+from campaigns.errors import (
+    Ambiguous, Permanent, ProviderError, ProviderUnavailable, RateLimited, Retryable,
+)
+from campaigns.models import Campaign, Message
+from campaigns.signing import webhook_url
+from campaigns.statuses import CampaignStatus, MessageStatus
+from worker.providers import Outgoing, get_provider
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 60.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the task should do next: nothing, or run again after ``retry_in`` seconds."""
+
+    status: str
+    retry_in: float | None = None
+
+
+def backoff(attempt: int, *, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_CAP_S,
+            rng: Callable[[], float] = random.random) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
+    return rng() * min(cap, base * 2 ** max(attempt - 1, 0))
+
+
+@dataclass(frozen=True)
+class CampaignInfo:
+    sender: str
+    template: str
+    provider: str
+
+
+@functools.lru_cache(maxsize=256)
+def _campaign_info(campaign_id: uuid.UUID) -> CampaignInfo:
+    # Sender, template and provider never change after intake, so each process reads them once.
+    with db.session() as s:
+        c = s.get(Campaign, campaign_id)
+        return CampaignInfo(c.sender, c.template, c.provider)
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def claim(message_id: int) -> Message | None:
+    """Take the message for sending, or return None if someone else has it or it is not due."""
+    running = select(Campaign.id).where(Campaign.status == CampaignStatus.RUNNING)
+    with db.session() as s:
+        row = s.execute(
+            update(Message)
+            .where(Message.id == message_id, Message.status == MessageStatus.QUEUED,
+                   Message.campaign_id.in_(running))
+            .values(status=MessageStatus.SENDING, claimed_at=now(), attempts=Message.attempts + 1)
+            .returning(Message.id, Message.campaign_id, Message.phone, Message.body, Message.attempts)
+        ).first()
+    return row
+
+
+def send(message_id: int) -> Outcome:
+    row = claim(message_id)
+    if row is None:
+        return Outcome("skipped")
+    info = _campaign_info(row.campaign_id)
+    outgoing = Outgoing(
+        reference=str(row.id), to=row.phone, body=row.body or info.template, sender=info.sender,
+        callback_url=webhook_url(info.provider, str(row.campaign_id)),
+    )
+    extra = {"campaign_id": str(row.campaign_id), "message_id": row.id, "provider": info.provider}
+    try:
+        accepted = get_provider(info.provider).send(outgoing)
+    except Permanent as exc:
+        _finish(row.id, MessageStatus.FAILED, str(exc))
+        log.info("message failed permanently", extra=extra)
+        return Outcome(MessageStatus.FAILED)
+    except Ambiguous as exc:
+        # The provider may have it: never resend blindly. A report or the stale-claim sweep resolves it.
+        _note(row.id, str(exc))
+        log.warning("ambiguous send left for resolution", extra=extra)
+        return Outcome(MessageStatus.SENDING)
+    except (Retryable, RateLimited, ProviderUnavailable) as exc:
+        return _retry_later(row, exc, extra)
+    _record_sent(row.id, info.provider, accepted.provider_message_id, accepted.raw_status, accepted.cost)
+    return Outcome(MessageStatus.SENT)
+
+
+def _retry_later(row, exc: ProviderError, extra: dict) -> Outcome:
+    if row.attempts >= MAX_ATTEMPTS:
+        _finish(row.id, MessageStatus.FAILED, f"gave up after {row.attempts} attempts: {exc}")
+        log.warning("message failed after retries", extra=extra)
+        return Outcome(MessageStatus.FAILED)
+    with db.session() as s:
+        s.execute(
+            update(Message).where(Message.id == row.id, Message.status == MessageStatus.SENDING)
+            .values(status=MessageStatus.QUEUED, claimed_at=None, error=str(exc))
+        )
+    wait = exc.retry_after if isinstance(exc, RateLimited) else backoff(row.attempts)
+    log.info("send will be retried", extra={**extra, "retry_in": round(wait, 2)})
+    return Outcome(MessageStatus.QUEUED, retry_in=wait)
+
+
+def _record_sent(message_id: int, provider: str, provider_message_id: str, raw_status: str, cost) -> None:
+    with db.session() as s:
+        # A report may already have moved the row past `sent`; the reference is recorded anyway.
+        s.execute(
+            update(Message).where(Message.id == message_id).values(
+                status=case((Message.status == MessageStatus.SENDING, MessageStatus.SENT.value),
+                            else_=Message.status),
+                provider=provider, provider_message_id=provider_message_id,
+                raw_status=case((Message.status == MessageStatus.SENDING, raw_status),
+                                else_=Message.raw_status),
+                cost=func.coalesce(Message.cost, cost), sent_at=now(), error=None,
+            )
+        )
+
+
+def _finish(message_id: int, status: MessageStatus, error: str) -> None:
+    with db.session() as s:
+        s.execute(
+            update(Message).where(Message.id == message_id, Message.status == MessageStatus.SENDING)
+            .values(status=status, error=error, final_at=now())
+        )
+
+
+def _note(message_id: int, error: str) -> None:
+    with db.session() as s:
+        s.execute(update(Message).where(Message.id == message_id).values(error=error))
+
+
+def fan_out(campaign_id: str, publish: Callable[[list[int]], None], batch: int) -> int:
+    """Publish one send task per queued message after the checkpoint; returns how many."""
+    cid = uuid.UUID(campaign_id)
+    published = 0
+    while True:
+        with db.session() as s:
+            campaign = s.get(Campaign, cid)
+            if campaign is None or campaign.status != CampaignStatus.RUNNING:
+                return published
+            ids = list(s.scalars(
+                select(Message.id)
+                .where(Message.campaign_id == cid, Message.id > campaign.fanout_checkpoint,
+                       Message.status == MessageStatus.QUEUED)
+                .order_by(Message.id).limit(batch)
+            ))
+        if not ids:
+            return published
+        publish(ids)
+        published += len(ids)
+        # Published before the checkpoint moves: a crash here republishes, and the claim dedups.
+        with db.session() as s:
+            s.execute(update(Campaign).where(Campaign.id == cid).values(fanout_checkpoint=ids[-1]))
+
+
+def start_campaign(campaign_id: str) -> None:
+    """Begin dispatch of a running campaign (scheduled ones are released by the scheduler)."""
+    from worker.tasks import fan_out as fan_out_task
+
+    fan_out_task.delay(campaign_id)

@@ -1,0 +1,9 @@
+"""Local emulators of the provider APIs in ../shared/seeds, for tests, the demo and the benchmark.
+
+One ASGI app serves every provider under its own prefix (``/tikosms``, ...). Each accepted
+message is recorded, so tests can prove exactly-once delivery from the emulator's side.
+"""
+
+from worker.emulator.app import Knobs, Emulator, create_app
+
+__all__ = ["Emulator", "Knobs", "create_app"]

@@ -1,0 +1,35 @@
+"""Celery tasks: thin wrappers that take ids and call the functions that hold the rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from campaigns.settings import get_settings
+from worker import dispatch
+from worker.app import MAX_COUNTDOWN_S, app
+
+
+@app.task(name="campaigns.submit", ignore_result=False)
+def submit(**submission: Any) -> dict:
+    """Another service submits a campaign with only the broker: ``send_task("campaigns.submit", kwargs=...)``."""
+    import campaigns
+
+    return campaigns.submit(submission).model_dump(mode="json")
+
+
+@app.task(name="herald.fan_out")
+def fan_out(campaign_id: str) -> int:
+    def publish(ids: list[int]) -> None:
+        with app.producer_or_acquire() as producer:
+            for message_id in ids:
+                send_message.apply_async((message_id,), producer=producer)
+
+    return dispatch.fan_out(campaign_id, publish, get_settings().fanout_batch)
+
+
+@app.task(name="herald.send_message", bind=True, max_retries=None)
+def send_message(self, message_id: int) -> str:
+    outcome = dispatch.send(message_id)
+    if outcome.retry_in is not None:
+        raise self.retry(countdown=min(outcome.retry_in, MAX_COUNTDOWN_S))
+    return outcome.status
