@@ -109,7 +109,7 @@ def service_env(pg_url, redis_url, emulator, api_server) -> dict[str, str]:
     from campaigns import migrate
 
     migrate.upgrade()
-    return env
+    return env, settings
 
 
 def _accounts_json(emulator_url: str) -> str:
@@ -123,13 +123,17 @@ def _accounts_json(emulator_url: str) -> str:
 
 @pytest.fixture
 def services(service_env):
-    """Real PostgreSQL + Redis, clean for this test."""
+    """Real PostgreSQL + Redis, clean for this test; returns the environment naming them."""
     from sqlalchemy import text
 
+    from worker.app import configure_app
+
+    env, settings = service_env
+    configure_app(configure(settings))
     with db.session() as s:
         s.execute(text("TRUNCATE campaigns, messages, rejections, delivery_reports, suppressions CASCADE"))
-    redis_lib.Redis.from_url(service_env["HERALD_REDIS_URL"]).flushdb()
-    return service_env
+    redis_lib.Redis.from_url(env["HERALD_REDIS_URL"]).flushdb()
+    return env
 
 
 class WorkerProcess:
@@ -196,12 +200,14 @@ def wait_for(predicate, timeout: float = 60, interval: float = 0.2, message: str
 def sqlite_settings(tmp_path):
     """The embedded default: a fresh SQLite file, no broker, no Redis."""
     from campaigns import migrate
+    from campaigns.settings import get_settings
 
+    previous = get_settings()
     settings = configure(Settings(database_url=f"sqlite:///{tmp_path / 'herald.db'}",
                                   secret_key=SECRET, _env_file=None))
     migrate.upgrade()
     yield settings
-    db.reset()
+    configure(previous)
 
 
 __all__ = ["WorkerProcess", "wait_for", "httpx"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_process_init
+import logging
+
+from celery.signals import after_setup_logger, worker_process_init
 from kombu import Queue
 
 from campaigns.settings import Settings, get_settings
@@ -64,6 +66,12 @@ def _after_fork(**_):
 
     db.reset()
     providers._cache.clear()
+
+
+@after_setup_logger.connect
+def _quiet_http_client(**_):
+    # httpx logs each request URL at INFO; webhook URLs carry tokens.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 configure_app(get_settings())

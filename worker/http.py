@@ -68,6 +68,8 @@ def _apply(account: str, campaign_id: uuid.UUID, reports: list, payload: dict) -
     # Stored and applied in one transaction before the 2xx: an acknowledged report is never lost.
     with db.session() as s:
         moved = sum(apply_report(s, account, r, payload) for r in reports)
-        if moved:
+    if moved:
+        # Checked after our commit: of two last reports committing together, the later sees both.
+        with db.session() as s:
             close_if_finished(s, campaign_id)
     return moved
