@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 from itertools import islice
 from typing import Any
@@ -18,7 +18,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from campaigns import db
+from campaigns import clock, db
 from campaigns.errors import ConfigurationError, SubmissionError, TooManyRecipients
 from campaigns.models import Campaign, Message, Rejection, Suppression
 from campaigns.recipients import InvalidRecipient, normalise
@@ -39,7 +39,7 @@ _MESSAGE_COLUMNS = (
 def submit(spec: CampaignSpec, recipients: Iterable[Any], *, now: datetime | None = None) -> Receipt:
     """Store a campaign and return its receipt; nothing is written if anything here fails."""
     settings = get_settings()
-    now = now or datetime.now(timezone.utc)
+    now = now or clock.now()
     if spec.idempotency_key and (receipt := _existing_receipt(spec.idempotency_key)):
         return receipt
     try:

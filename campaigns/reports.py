@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import exists, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from campaigns import db
+from campaigns import clock, db
 from campaigns.errors import NotFound
 from campaigns.models import Campaign, DeliveryReport, Message, Rejection
 from campaigns.statuses import FINAL, PENDING, CampaignStatus, MessageStatus, rank
@@ -58,7 +58,7 @@ def apply_report(s: Session, provider: str, report: StatusReport, payload: dict)
     lower = [st.value for st in MessageStatus if rank(st) < rank(report.status)]
     values: dict[str, Any] = {"status": report.status, "raw_status": report.raw_status}
     if report.status in FINAL:
-        values["final_at"] = report.at or datetime.now(timezone.utc)
+        values["final_at"] = report.at or clock.now()
     if report.cost is not None:
         values["cost"] = report.cost
     if report.error:
@@ -78,7 +78,7 @@ def close_if_finished(s: Session, campaign_id: uuid.UUID) -> bool:
     done = s.execute(
         update(Campaign)
         .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.RUNNING, ~pending)
-        .values(status=CampaignStatus.COMPLETED, completed_at=datetime.now(timezone.utc))
+        .values(status=CampaignStatus.COMPLETED, completed_at=clock.now())
     ).rowcount
     return done == 1
 

@@ -12,11 +12,11 @@ import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from sqlalchemy import case, func, select, update
 
 from campaigns import db
+from campaigns.clock import now
 from campaigns.errors import (
     Ambiguous, Permanent, ProviderError, ProviderUnavailable, RateLimited, Retryable,
 )
@@ -59,10 +59,6 @@ def _campaign_info(campaign_id: uuid.UUID) -> CampaignInfo:
     with db.session() as s:
         c = s.get(Campaign, campaign_id)
         return CampaignInfo(c.sender, c.template, c.provider)
-
-
-def now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def claim(message_id: int) -> Message | None:
