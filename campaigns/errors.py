@@ -5,6 +5,7 @@ HeraldError
 ├── SubmissionError           a campaign refused as a whole before anything was written
 │   └── TooManyRecipients
 ├── NotFound                  an id that names nothing
+├── UnknownScope              an API key asked for a scope Herald does not have
 └── ProviderError             raised by adapters, mapped at the HTTP boundary
     ├── Retryable             5xx, connection errors, timeouts before the request was sent
     ├── Permanent             this message can never be sent (invalid number, ...)
@@ -37,6 +38,10 @@ class TooManyRecipients(SubmissionError):
 
 
 class NotFound(HeraldError):
+    pass
+
+
+class UnknownScope(HeraldError):
     pass
 
 

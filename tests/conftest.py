@@ -131,9 +131,30 @@ def services(service_env):
     env, settings = service_env
     configure_app(configure(settings))
     with db.session() as s:
-        s.execute(text("TRUNCATE campaigns, messages, rejections, delivery_reports, suppressions CASCADE"))
+        s.execute(text("TRUNCATE campaigns, messages, rejections, delivery_reports, suppressions, api_keys CASCADE"))
     redis_lib.Redis.from_url(env["HERALD_REDIS_URL"]).flushdb()
     return env
+
+
+@pytest.fixture
+def api_key(services) -> str:
+    """A live API key with every scope, in the test database."""
+    from campaigns import apikeys
+
+    return apikeys.create_key("tests")[1]
+
+
+@pytest.fixture
+def api_headers(api_key) -> dict[str, str]:
+    """Headers that authorise a request to the HTTP API."""
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+@pytest.fixture
+def api_client(api_server, api_headers):
+    """An httpx client for the running HTTP API (``api_server``), authorised with every scope."""
+    with httpx.Client(base_url=api_server.url, headers=api_headers, timeout=10) as client:
+        yield client
 
 
 class WorkerProcess:

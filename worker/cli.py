@@ -80,6 +80,58 @@ def api(host: str, port: int) -> None:
     uvicorn.run(create_app(), host=host, port=port, log_level="info")
 
 
+@main.group()
+def keys() -> None:
+    """API keys for callers of the HTTP API (shown once, stored only as SHA-256 hashes)."""
+
+
+@keys.command("create")
+@click.argument("name")
+@click.option("--scope", "scopes", multiple=True, type=click.Choice(["campaigns:read", "campaigns:write"]),
+              help="repeat for several; default: both")
+@click.option("--json", "as_json", is_flag=True)
+def keys_create(name: str, scopes: tuple[str, ...], as_json: bool) -> None:
+    """Create a key and print it, once: only its hash is kept."""
+    from campaigns import apikeys
+
+    info, key = apikeys.create_key(name, scopes or apikeys.SCOPES)
+    if as_json:
+        click.echo(json.dumps({**info.as_dict(), "key": key}))
+        return
+    click.echo(key)
+    click.echo(f"key {info.id} ({info.name}, {' '.join(info.scopes)}): store it now, it cannot be shown again",
+               err=True)
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def keys_list(as_json: bool) -> None:
+    """List keys (never the keys themselves)."""
+    from campaigns import apikeys
+
+    rows = [k.as_dict() for k in apikeys.list_keys()]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for r in rows:
+        state = f"revoked {r['revoked_at']}" if r["revoked_at"] else "active"
+        click.echo(f"{r['id']:>4}  {r['prefix']}…  {r['name']:<24} {' '.join(r['scopes']):<32} {state}")
+
+
+@keys.command("revoke")
+@click.argument("key_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+def keys_revoke(key_id: int, as_json: bool) -> None:
+    """Revoke a key by its id; requests with it are refused from now on."""
+    from campaigns import apikeys
+
+    try:
+        info = apikeys.revoke_key(key_id)
+    except HeraldError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(info.as_dict()) if as_json else f"key {info.id} ({info.name}) revoked")
+
+
 def read_recipients(path: Path) -> Iterator[str | dict]:
     """Stream recipients from CSV (a header row with `to` or `number`) or JSONL, or one number a line."""
     with path.open(newline="", encoding="utf-8") as f:

@@ -14,12 +14,14 @@ from campaigns.errors import ConfigurationError, NotFound, SubmissionError
 from campaigns.reports import apply_report, campaign_report, close_if_finished
 from campaigns.schema import Receipt, Submission
 from campaigns.signing import valid_webhook_token
+from worker import auth
 from worker.providers import get_provider
 
 
 def create_app() -> FastAPI:
     app = FastAPI(title="Herald", version="0.1.0",
                   description="Bulk SMS campaign dispatch: intake, status and delivery reports.")
+    auth.install(app)
 
     @app.exception_handler(SubmissionError)
     async def _refused(_request: Request, exc: SubmissionError):
