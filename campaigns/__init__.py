@@ -22,7 +22,8 @@ def submit(submission: Submission | CampaignSpec | dict, recipients: Iterable[An
     if recipients is None:
         recipients = submission.recipients
     receipt = intake.submit(submission, recipients)
-    start_campaign(receipt.campaign_id)
+    if receipt.status == "running":  # a scheduled campaign is started by the scheduler when due
+        start_campaign(receipt.campaign_id)
     return receipt
 
 

@@ -34,13 +34,20 @@ def _make_engine(url: str) -> Engine:
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
+_init_lock = threading.Lock()
+
+
 def engine() -> Engine:
     # A forked Celery child must not share its parent's connections.
     if _state.get("pid") != os.getpid():
-        _state.clear()
-        _state["pid"] = os.getpid()
-        _state["engine"] = _make_engine(get_settings().database_url)
-        _state["sessions"] = sessionmaker(_state["engine"], expire_on_commit=False)
+        # Threads of a fresh worker all arrive here at once: one builds, and "pid" is set last,
+        # so no thread sees a half-built state.
+        with _init_lock:
+            if _state.get("pid") != os.getpid():
+                _state.clear()
+                _state["engine"] = _make_engine(get_settings().database_url)
+                _state["sessions"] = sessionmaker(_state["engine"], expire_on_commit=False)
+                _state["pid"] = os.getpid()
     return _state["engine"]
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import (
-    JSON, BigInteger, DateTime, ForeignKey, Index, Integer, Numeric, String, Text, UniqueConstraint, Uuid, func,
+    JSON, BigInteger, DateTime, ForeignKey, Index, Integer, Numeric, String, Text, UniqueConstraint, Uuid, func, text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -55,6 +55,9 @@ class Message(Base):
     __table_args__ = (
         Index("ix_messages_campaign_status", "campaign_id", "status"),
         Index("ix_messages_provider_ref", "provider", "provider_message_id"),
+        # Only waiting messages have not_before: the release job scans just those.
+        Index("ix_messages_not_before", "not_before", postgresql_where=text("not_before IS NOT NULL"),
+              sqlite_where=text("not_before IS NOT NULL")),
         # The store itself refuses a doubled recipient, whatever intake does.
         UniqueConstraint("campaign_id", "phone", name="uq_messages_campaign_phone"),
     )

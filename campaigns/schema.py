@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Recipient(BaseModel):
@@ -37,10 +39,26 @@ class Recipient(BaseModel):
         return values
 
 
+_HH_MM = r"^([01]\d|2[0-3]):[0-5]\d$"
+
+
 class SendWindow(BaseModel):
-    start: str = Field(pattern=r"^\d{2}:\d{2}$", examples=["09:00"])
-    end: str = Field(pattern=r"^\d{2}:\d{2}$", examples=["20:00"])
+    """Local hours in which messages may be sent: [start, end), across midnight if end < start."""
+
+    start: str = Field(pattern=_HH_MM, examples=["09:00"])
+    end: str = Field(pattern=_HH_MM, examples=["20:00"])
     timezone: str | None = Field(default=None, description="fixed zone; default: each recipient's own")
+
+    @model_validator(mode="after")
+    def _valid(self) -> SendWindow:
+        if self.start == self.end:
+            raise ValueError("send_window start and end must differ")
+        if self.timezone is not None:
+            try:
+                ZoneInfo(self.timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {self.timezone!r}") from None
+        return self
 
 
 class CampaignSpec(BaseModel):
@@ -61,6 +79,14 @@ class CampaignSpec(BaseModel):
     callback_url: str | None = None
     idempotency_key: str | None = Field(default=None, max_length=255)
     metadata: dict[str, Any] | None = None
+
+    @field_validator("scheduled_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        # A time without an offset is UTC; stored as UTC so every database compares it alike.
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 RawRecipient = str | Recipient

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     max_recipients: int = 1_000_000
     # Per-recipient tasks published per fan-out batch.
     fanout_batch: int = 1000
+    # Testing only: a Redis key (in redis_url) through which every process reads a shifted or
+    # frozen time (campaigns.clock.RedisClock). Unset: the system clock.
+    clock_key: str | None = None
     log_json: bool = False
     log_level: str = "INFO"
 

@@ -1,5 +1,17 @@
-"""The beat schedule. Run exactly one `celery -A worker beat`; every job is safe to run twice."""
+"""The beat schedule. Run exactly one `celery -A worker beat`; every job is safe to run twice.
+
+To add a job: write it with ``@periodic_task`` (scheduler/periodic.py) in a module listed in the
+Celery app's ``imports``, then add one ``every(...)`` line here.
+"""
+
+
+def every(seconds: float, task: str) -> dict:
+    # A run still queued when the next is due is dropped: a stopped worker must not find a pile-up.
+    return {"task": task, "schedule": seconds, "options": {"expires": seconds}}
+
 
 BEAT_SCHEDULE = {
-    "close-finished-campaigns": {"task": "herald.close_finished_campaigns", "schedule": 5.0},
+    "release-due-campaigns": every(2.0, "herald.release_due_campaigns"),
+    "release-deferred-recipients": every(5.0, "herald.release_deferred_recipients"),
+    "close-finished-campaigns": every(5.0, "herald.close_finished_campaigns"),
 }

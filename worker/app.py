@@ -54,6 +54,9 @@ def _beat_schedule() -> dict:
 
 
 def configure_app(settings: Settings) -> Celery:
+    from campaigns import clock
+
+    clock.install(settings.redis_url, settings.clock_key)
     app.conf.update(celery_config(settings))
     return app
 

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, or_, select, update
 
 from campaigns import db
 from campaigns.clock import now
@@ -23,6 +23,7 @@ from campaigns.errors import (
 from campaigns.models import Campaign, Message
 from campaigns.signing import webhook_url
 from campaigns.statuses import CampaignStatus, MessageStatus
+from scheduler.release import defer_if_closed, hold_outside_window
 from worker.providers import Outgoing, get_provider
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class CampaignInfo:
     sender: str
     template: str
     provider: str
+    send_window: dict | None = None
 
 
 @functools.lru_cache(maxsize=256)
@@ -58,7 +60,7 @@ def _campaign_info(campaign_id: uuid.UUID) -> CampaignInfo:
     # Sender, template and provider never change after intake, so each process reads them once.
     with db.session() as s:
         c = s.get(Campaign, campaign_id)
-        return CampaignInfo(c.sender, c.template, c.provider)
+        return CampaignInfo(c.sender, c.template, c.provider, c.send_window)
 
 
 def claim(message_id: int) -> Message | None:
@@ -68,7 +70,8 @@ def claim(message_id: int) -> Message | None:
         row = s.execute(
             update(Message)
             .where(Message.id == message_id, Message.status == MessageStatus.QUEUED,
-                   Message.campaign_id.in_(running))
+                   Message.campaign_id.in_(running),
+                   or_(Message.not_before.is_(None), Message.not_before <= now()))
             .values(status=MessageStatus.SENDING, claimed_at=now(), attempts=Message.attempts + 1)
             .returning(Message.id, Message.campaign_id, Message.phone, Message.body, Message.attempts)
         ).first()
@@ -80,6 +83,10 @@ def send(message_id: int) -> Outcome:
     if row is None:
         return Outcome("skipped")
     info = _campaign_info(row.campaign_id)
+    if info.send_window and defer_if_closed(row.id, row.phone, info.send_window):
+        log.info("message waits for its send window",
+                 extra={"campaign_id": str(row.campaign_id), "message_id": row.id})
+        return Outcome("deferred")
     outgoing = Outgoing(
         reference=str(row.id), to=row.phone, body=row.body or info.template, sender=info.sender,
         callback_url=webhook_url(info.provider, str(row.campaign_id)),
@@ -162,8 +169,10 @@ def fan_out(campaign_id: str, publish: Callable[[list[int]], None], batch: int) 
             ))
         if not ids:
             return published
-        publish(ids)
-        published += len(ids)
+        due = hold_outside_window(campaign.send_window, ids) if campaign.send_window else ids
+        if due:
+            publish(due)
+        published += len(due)
         # Published before the checkpoint moves: a crash here republishes, and the claim dedups.
         with db.session() as s:
             s.execute(update(Campaign).where(Campaign.id == cid).values(fanout_checkpoint=ids[-1]))

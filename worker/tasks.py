@@ -13,18 +13,21 @@ from worker.app import MAX_COUNTDOWN_S, app
 def submit(**submission: Any) -> dict:
     """Another service submits a campaign with only the broker: ``send_task("campaigns.submit", kwargs=...)``."""
     import campaigns
+    from campaigns.clock import now
+    from scheduler.recurring import resolve_slot
 
-    return campaigns.submit(submission).model_dump(mode="json")
+    return campaigns.submit(resolve_slot(submission, now())).model_dump(mode="json")
+
+
+def publish_sends(ids: list[int]) -> None:
+    with app.producer_or_acquire() as producer:
+        for message_id in ids:
+            send_message.apply_async((message_id,), producer=producer)
 
 
 @app.task(name="herald.fan_out")
 def fan_out(campaign_id: str) -> int:
-    def publish(ids: list[int]) -> None:
-        with app.producer_or_acquire() as producer:
-            for message_id in ids:
-                send_message.apply_async((message_id,), producer=producer)
-
-    return dispatch.fan_out(campaign_id, publish, get_settings().fanout_batch)
+    return dispatch.fan_out(campaign_id, publish_sends, get_settings().fanout_batch)
 
 
 @app.task(name="herald.send_message", bind=True, max_retries=None)

@@ -101,6 +101,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.create_index('ix_messages_campaign_status', ['campaign_id', 'status'], unique=False)
+        batch_op.create_index('ix_messages_not_before', ['not_before'], unique=False, postgresql_where=sa.text('not_before IS NOT NULL'), sqlite_where=sa.text('not_before IS NOT NULL'))
         batch_op.create_index('ix_messages_provider_ref', ['provider', 'provider_message_id'], unique=False)
 
     op.create_table('rejections',
@@ -127,6 +128,7 @@ def downgrade() -> None:
     op.drop_table('rejections')
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.drop_index('ix_messages_provider_ref')
+        batch_op.drop_index('ix_messages_not_before', postgresql_where=sa.text('not_before IS NOT NULL'), sqlite_where=sa.text('not_before IS NOT NULL'))
         batch_op.drop_index('ix_messages_campaign_status')
 
     op.drop_table('messages')
