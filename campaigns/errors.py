@@ -6,6 +6,8 @@ HeraldError
 │   └── TooManyRecipients
 ├── NotFound                  an id that names nothing
 ├── UnknownScope              an API key asked for a scope Herald does not have
+├── InvalidTransition         a lifecycle action the campaign's state does not allow (resume a completed one)
+├── InvalidReport             a webhook body that is not a report its provider could have sent
 └── ProviderError             raised by adapters, mapped at the HTTP boundary
     ├── Retryable             5xx, connection errors, timeouts before the request was sent
     ├── Permanent             this message can never be sent (invalid number, ...)
@@ -42,6 +44,14 @@ class NotFound(HeraldError):
 
 
 class UnknownScope(HeraldError):
+    pass
+
+
+class InvalidTransition(HeraldError):
+    pass
+
+
+class InvalidReport(HeraldError):
     pass
 
 

@@ -58,6 +58,8 @@ class Message(Base):
         # Only waiting messages have not_before: the release job scans just those.
         Index("ix_messages_not_before", "not_before", postgresql_where=text("not_before IS NOT NULL"),
               sqlite_where=text("not_before IS NOT NULL")),
+        # The report poller walks sent messages per account, least recently polled first.
+        Index("ix_messages_poll", "status", "provider", "polled_at"),
         # The store itself refuses a doubled recipient, whatever intake does.
         UniqueConstraint("campaign_id", "phone", name="uq_messages_campaign_phone"),
     )
@@ -83,6 +85,8 @@ class Message(Base):
     claimed_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
     final_at: Mapped[datetime | None]
+    # Last time the report poller asked the provider about this message.
+    polled_at: Mapped[datetime | None]
 
 
 class Rejection(Base):
@@ -111,6 +115,10 @@ class DeliveryReport(Base):
     provider_message_id: Mapped[str | None] = mapped_column(String(128))
     raw_status: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str | None] = mapped_column(String(16))
+    # Multi-part messages are reported part by part; the parts fold into one message status.
+    part: Mapped[int | None] = mapped_column(Integer)
+    cost: Mapped[Decimal | None] = mapped_column(Money)
+    at: Mapped[datetime | None]  # the provider's own time of the event
     payload: Mapped[dict] = mapped_column(JSON)
     received_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
@@ -138,3 +146,27 @@ class ApiKey(Base):
     scopes: Mapped[list] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     revoked_at: Mapped[datetime | None]
+class Callback(Base):
+    """An outbound callback (campaign summary or one recipient's final status), retried until it lands.
+
+    Rows are written in the same transaction as the state they announce, so none is lost.
+    """
+
+    __tablename__ = "callbacks"
+    __table_args__ = (
+        # One campaign summary per campaign and one final status per message, however often queued.
+        UniqueConstraint("kind", "campaign_id", "message_id", name="uq_callbacks_subject"),
+        Index("ix_callbacks_due", "delivered_at", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "campaign" or "message"
+    campaign_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    # 0 for a campaign summary, so the unique constraint holds (NULLs never collide).
+    message_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    url: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+    gave_up_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -9,13 +9,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import exists, func, insert, select, update
+from sqlalchemy import and_, bindparam, exists, func, insert, literal_column, or_, select, update
 from sqlalchemy.orm import Session
 
 from campaigns import clock, db
 from campaigns.errors import NotFound
 from campaigns.models import Campaign, DeliveryReport, Message, Rejection
-from campaigns.statuses import FINAL, PENDING, CampaignStatus, MessageStatus, rank
+from campaigns.statuses import FINAL, PENDING, CampaignStatus, MessageStatus, fold_parts, rank
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +33,38 @@ class StatusReport:
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def parts(self) -> tuple[int, int] | None:
+        """(part, total_parts) when this reports one part of a multi-part message."""
+        try:
+            part, total = int(self.extra["part"]), int(self.extra["total_parts"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        return (part, total) if total > 1 and 1 <= part <= total else None
 
-def apply_report(s: Session, provider: str, report: StatusReport, payload: dict) -> bool:
-    """Store the raw report, then move the message forward if the report is news. True if it moved."""
+
+def apply_report(s: Session, provider: str, report: StatusReport, payload: dict, *,
+                 campaign_id: uuid.UUID | None = None) -> bool:
+    """Store the raw report, then move the message forward if the report is news. True if it moved.
+
+    ``campaign_id`` confines the report to one campaign's messages (the campaign-bound webhook);
+    without it the report may only touch messages of ``provider`` (the account-bound webhook, polls).
+    """
+    scope = [Message.campaign_id == campaign_id] if campaign_id is not None else [
+        or_(Message.provider == provider, Message.provider.is_(None))]
     message_id = report.message_id
     if message_id is None and report.provider_message_id:
-        message_id = s.scalar(
-            select(Message.id).where(
-                Message.provider == provider,
-                Message.provider_message_id == report.provider_message_id,
-            )
-        )
+        message_id = s.scalar(select(Message.id).where(
+            Message.provider == provider, Message.provider_message_id == report.provider_message_id,
+            *scope))
+    parts = report.parts
+    if parts and message_id is not None and report.status is not None:
+        # Parts of one message arriving together must see each other: serialise on the row.
+        s.execute(select(Message.id).where(Message.id == message_id).with_for_update())
     s.execute(insert(DeliveryReport).values(
         message_id=message_id, provider=provider, provider_message_id=report.provider_message_id,
         raw_status=report.raw_status, status=report.status, payload=payload,
+        part=parts[0] if parts else None, cost=report.cost, at=report.at,
     ))
     if report.status is None:
         log.warning("unmapped provider status kept raw",
@@ -55,60 +73,177 @@ def apply_report(s: Session, provider: str, report: StatusReport, payload: dict)
     if message_id is None:
         log.warning("report for an unknown message", extra={"provider": provider})
         return False
-    lower = [st.value for st in MessageStatus if rank(st) < rank(report.status)]
-    values: dict[str, Any] = {"status": report.status, "raw_status": report.raw_status}
-    if report.status in FINAL:
-        values["final_at"] = report.at or clock.now()
-    if report.cost is not None:
-        values["cost"] = report.cost
+    status, cost, at = report.status, report.cost, report.at
+    if parts:
+        status, cost, at = _fold(s, message_id, parts[1])
+    lower = [st.value for st in MessageStatus if rank(st) < rank(status)]
+    values: dict[str, Any] = {"status": status, "raw_status": report.raw_status}
+    if status in FINAL:
+        values["final_at"] = at or clock.now()
+    if cost is not None:
+        values["cost"] = cost
     if report.error:
         values["error"] = report.error
     # One conditional UPDATE: of N concurrent copies of a report, exactly one matches.
     moved = s.execute(
-        update(Message).where(Message.id == message_id, Message.status.in_(lower)).values(**values)
-    ).rowcount
-    return moved == 1
+        update(Message).where(Message.id == message_id, Message.status.in_(lower), *scope)
+        .values(**values).returning(Message.campaign_id, Message.callback_url)
+    ).first()
+    if moved is None:
+        if parts and cost is not None:
+            # A late part still adds its price: the cost is every part's, whatever the order.
+            s.execute(update(Message).where(Message.id == message_id, *scope).values(cost=cost))
+        return False
+    if status in FINAL and moved.callback_url:
+        from campaigns.callbacks import queue_message_callback
+
+        queue_message_callback(s, moved.campaign_id, message_id, moved.callback_url)
+    return True
+
+
+def apply_reports(s: Session, provider: str, items: list[tuple[StatusReport, dict]]) -> int:
+    """Many reports of one provider in a few statements (polling, bulk webhooks, replays).
+
+    Ends as applying them one by one in order would: per message the first report of the
+    highest rank wins. Returns how many messages moved (as the driver counts an executemany).
+    """
+    refs = {r.provider_message_id for r, _ in items if r.message_id is None and r.provider_message_id}
+    by_ref = dict(s.execute(select(Message.provider_message_id, Message.id).where(
+        Message.provider == provider, Message.provider_message_id.in_(refs))).all()) if refs else {}
+    single: list[tuple[StatusReport, dict, int | None]] = []
+    moved = 0
+    for report, payload in items:
+        if report.parts:  # parts fold against each other row by row
+            moved += apply_report(s, provider, report, payload)
+            continue
+        single.append((report, payload, report.message_id or by_ref.get(report.provider_message_id)))
+    if not single:
+        return moved
+    s.execute(insert(DeliveryReport), [
+        {"message_id": mid, "provider": provider, "provider_message_id": r.provider_message_id,
+         "raw_status": r.raw_status, "status": r.status, "payload": payload, "cost": r.cost, "at": r.at}
+        for r, payload, mid in single
+    ])
+    best: dict[int, StatusReport] = {}
+    for report, _, mid in single:
+        if mid is not None and report.status is not None:
+            if mid not in best or rank(report.status) > rank(best[mid].status):
+                best[mid] = report
+    scope = or_(Message.provider == provider, Message.provider.is_(None))
+    now = clock.now()
+    for status in {r.status for r in best.values()}:
+        # Inlined constants: an expanding IN cannot be part of an executemany.
+        lower = [literal_column(f"'{st.value}'") for st in MessageStatus if rank(st) < rank(status)]
+        final = status in FINAL
+        rows = [{"mid": mid, "b_raw": r.raw_status, "b_cost": r.cost, "b_error": r.error,
+                 "b_final_at": (r.at or now) if final else None}
+                for mid, r in best.items() if r.status == status]
+        values: dict[str, Any] = {
+            "status": status, "raw_status": bindparam("b_raw"),
+            "cost": func.coalesce(bindparam("b_cost", type_=Message.cost.type), Message.cost),
+            "error": func.coalesce(bindparam("b_error", type_=Message.error.type), Message.error),
+        }
+        if final:
+            values["final_at"] = bindparam("b_final_at", type_=Message.final_at.type)
+        result = s.connection().execute(
+            update(Message.__table__).where(Message.__table__.c.id == bindparam("mid"),
+                                            Message.__table__.c.status.in_(lower), scope)
+            .values(**values), rows)
+        moved += max(result.rowcount, 0)
+        if final:
+            _queue_callbacks_for(s, [row["mid"] for row in rows])
+    return moved
+
+
+def _queue_callbacks_for(s: Session, message_ids: list[int]) -> None:
+    from campaigns.callbacks import queue_message_callback
+
+    for mid, cid, url in s.execute(select(Message.id, Message.campaign_id, Message.callback_url).where(
+            Message.id.in_(message_ids), Message.callback_url.is_not(None),
+            Message.status.in_([st.value for st in FINAL]))):
+        queue_message_callback(s, cid, mid, url)
+
+
+def _fold(s: Session, message_id: int, total: int) -> tuple[MessageStatus, Decimal | None, datetime | None]:
+    """The message status, cost and time the stored part reports add up to, whatever their order."""
+    by_part: dict[int, MessageStatus] = {}
+    costs: dict[int, Decimal] = {}
+    times: list[datetime] = []
+    rows = s.execute(
+        select(DeliveryReport.part, DeliveryReport.status, DeliveryReport.cost, DeliveryReport.at)
+        .where(DeliveryReport.message_id == message_id, DeliveryReport.part.is_not(None),
+               DeliveryReport.status.is_not(None))
+        .order_by(DeliveryReport.id)
+    ).all()
+    for part, status, cost, at in rows:
+        status = MessageStatus(status)
+        # Per part, as per message: the first final status stands, later ones change nothing.
+        if part not in by_part or rank(status) > rank(by_part[part]):
+            by_part[part] = status
+        if cost is not None:
+            costs[part] = cost
+        if at is not None:
+            times.append(at)
+    cost = sum(costs.values(), Decimal(0)) if costs else None
+    # The message is as late as its last part.
+    return fold_parts(total, by_part), cost, max(times, default=None)
+
+
+def silent_accounts() -> set[str]:
+    """Configured accounts whose provider never reports after accepting (the Laravel gateway).
+
+    Their messages stay `sent` and count as "no report available": done, not pending, not failed.
+    """
+    from campaigns.settings import get_settings
+    from worker.providers import ADAPTERS
+
+    return {
+        name for name, account in get_settings().providers.items()
+        if (adapter := ADAPTERS.get(account.kind)) is not None
+        and not getattr(adapter, "pushes_reports", False) and not getattr(adapter, "can_poll", True)
+    }
+
+
+def awaiting_outcome(silent: set[str] | None = None):
+    """SQL condition: this message can still change (pending, and not a silent provider's `sent`)."""
+    silent = silent_accounts() if silent is None else silent
+    pending = Message.status.in_([p.value for p in PENDING])
+    if not silent:
+        return pending
+    return and_(pending, ~and_(Message.status == MessageStatus.SENT, Message.provider.in_(silent)))
 
 
 def close_if_finished(s: Session, campaign_id: uuid.UUID) -> bool:
     """Complete a running campaign once none of its messages can still change."""
-    pending = exists().where(
-        Message.campaign_id == campaign_id, Message.status.in_([p.value for p in PENDING])
-    )
+    pending = exists().where(Message.campaign_id == campaign_id, awaiting_outcome())
     done = s.execute(
         update(Campaign)
         .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.RUNNING, ~pending)
         .values(status=CampaignStatus.COMPLETED, completed_at=clock.now())
     ).rowcount
+    if done:
+        from campaigns.callbacks import queue_final_callbacks
+
+        queue_final_callbacks(s, campaign_id)
     return done == 1
 
 
 def campaign_report(campaign_id: str | uuid.UUID) -> dict[str, Any]:
     """The exact aggregate, counted from the message and rejection rows."""
+    from campaigns.aggregate import aggregate
+
     cid = uuid.UUID(str(campaign_id))
     with db.session() as s:
         campaign = s.get(Campaign, cid)
         if campaign is None:
             raise NotFound(f"no campaign {cid}")
-        by_status = dict(
-            s.execute(
-                select(Message.status, func.count()).where(Message.campaign_id == cid)
-                .group_by(Message.status)
-            ).all()
-        )
         rejected = dict(
             s.execute(
                 select(Rejection.kind, func.count()).where(Rejection.campaign_id == cid)
                 .group_by(Rejection.kind)
             ).all()
         )
-        segments, cost = s.execute(
-            select(func.coalesce(func.sum(Message.segments), 0), func.sum(Message.cost))
-            .where(Message.campaign_id == cid)
-        ).one()
-    accepted = sum(by_status.values())
-    counts = {st.value: by_status.get(st.value, 0) for st in MessageStatus}
-    delivered = counts[MessageStatus.DELIVERED]
+        body = aggregate(s, cid, silent_accounts())
     return {
         "campaign_id": str(cid),
         "status": campaign.status,
@@ -116,17 +251,9 @@ def campaign_report(campaign_id: str | uuid.UUID) -> dict[str, Any]:
         "duplicates": rejected.get("duplicate", 0),
         "invalid": rejected.get("invalid", 0),
         "suppressed": rejected.get("suppressed", 0),
-        "accepted": accepted,
-        "counts": counts,
-        # Everything the provider took: sent now, or sent and since reported on.
-        "sent": sum(counts[st] for st in ("sent", "delivered", "failed", "expired")),
-        "delivered": delivered,
-        "failed": counts[MessageStatus.FAILED],
-        "final": sum(counts[st] for st in FINAL),
-        "delivery_rate": round(delivered / accepted, 4) if accepted else 0.0,
-        "segments": int(segments),
+        **body,
         "estimated_cost": str(campaign.estimated_cost) if campaign.estimated_cost is not None else None,
-        "cost": str(cost) if cost is not None else None,
         "created_at": campaign.created_at.isoformat() if campaign.created_at else None,
+        "started_at": campaign.started_at.isoformat() if campaign.started_at else None,
         "completed_at": campaign.completed_at.isoformat() if campaign.completed_at else None,
     }

@@ -53,6 +53,18 @@ class Settings(BaseSettings):
     # Testing only: a Redis key (in redis_url) through which every process reads a shifted or
     # frozen time (campaigns.clock.RedisClock). Unset: the system clock.
     clock_key: str | None = None
+    # A message with no final report this long after it was sent becomes `expired` (48 h).
+    message_validity_s: float = 48 * 3600
+    # Messages asked about per provider account per poll run (also capped by its rate_per_s).
+    poll_batch: int = 200
+    # Pushing providers are polled only for messages still unreported this long after sending.
+    poll_fallback_after_s: float = 600
+    # Providers without push are asked again about one message at most this often.
+    poll_interval_s: float = 30
+    # Signs outbound campaign and recipient callbacks; unset means the secret key signs them.
+    callback_secret: SecretStr | None = None
+    # Deliveries of one callback before it is given up.
+    callback_max_attempts: int = 12
     log_json: bool = False
     log_level: str = "INFO"
 
@@ -69,6 +81,12 @@ class Settings(BaseSettings):
         if self.secret_key is not None:
             return self.secret_key.get_secret_value().encode()
         return _process_secret()
+
+    @property
+    def callback_key(self) -> bytes:
+        if self.callback_secret is not None:
+            return self.callback_secret.get_secret_value().encode()
+        return self.secret
 
     def provider(self, name: str | None) -> tuple[str, ProviderAccount]:
         from campaigns.errors import ConfigurationError

@@ -8,10 +8,13 @@ import hmac
 from campaigns.settings import get_settings
 
 
+def _token(subject: str) -> str:
+    return hmac.new(get_settings().secret, subject.encode(), hashlib.sha256).hexdigest()[:40]
+
+
 def webhook_token(campaign_id: str) -> str:
     """Unguessable, bound to one campaign: a provider can report only on what it was given."""
-    digest = hmac.new(get_settings().secret, f"webhook:{campaign_id}".encode(), hashlib.sha256)
-    return digest.hexdigest()[:40]
+    return _token(f"webhook:{campaign_id}")
 
 
 def valid_webhook_token(campaign_id: str, token: str) -> bool:
@@ -21,3 +24,25 @@ def valid_webhook_token(campaign_id: str, token: str) -> bool:
 def webhook_url(account: str, campaign_id: str) -> str:
     base = get_settings().public_url.rstrip("/")
     return f"{base}/v1/webhooks/{account}/{campaign_id}/{webhook_token(campaign_id)}"
+
+
+def account_webhook_token(account: str, event: str) -> str:
+    """Bound to one provider account and one event kind (``status`` or ``incoming``)."""
+    return _token(f"account-webhook:{account}:{event}")
+
+
+def valid_account_webhook_token(account: str, event: str, token: str) -> bool:
+    return hmac.compare_digest(account_webhook_token(account, event), token)
+
+
+def account_webhook_url(account: str, event: str) -> str:
+    """The URL to register at the provider's account-level webhook settings (`herald webhooks`)."""
+    base = get_settings().public_url.rstrip("/")
+    return f"{base}/v1/webhooks/{account}/{event}/{account_webhook_token(account, event)}"
+
+
+def sign_callback(timestamp: str, body: bytes, key: bytes | None = None) -> str:
+    """``sha256=`` HMAC over ``timestamp.body``: the receiver recomputes it and rejects stale timestamps."""
+    key = key if key is not None else get_settings().callback_key
+    digest = hmac.new(key, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"

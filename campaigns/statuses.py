@@ -46,3 +46,17 @@ def rank(status: MessageStatus) -> int:
 def can_move(current: MessageStatus, new: MessageStatus) -> bool:
     """A report may move a message forward only: duplicates and late reports change nothing."""
     return rank(new) > rank(current)
+
+
+def fold_parts(total: int, parts: dict[int, MessageStatus]) -> MessageStatus:
+    """One status for a message reported part by part (TikoSMS ``part``/``total_parts``).
+
+    Any part failed or expired decides the message; it is delivered only once every part is;
+    otherwise it is still on its way (``sent``).
+    """
+    for bad in (MessageStatus.FAILED, MessageStatus.EXPIRED):
+        if bad in parts.values():
+            return bad
+    if all(parts.get(n) == MessageStatus.DELIVERED for n in range(1, total + 1)):
+        return MessageStatus.DELIVERED
+    return MessageStatus.SENT

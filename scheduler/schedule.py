@@ -14,4 +14,8 @@ BEAT_SCHEDULE = {
     "release-due-campaigns": every(2.0, "herald.release_due_campaigns"),
     "release-deferred-recipients": every(5.0, "herald.release_deferred_recipients"),
     "close-finished-campaigns": every(5.0, "herald.close_finished_campaigns"),
+    # Delivery reports and callbacks (scheduler/reports.py).
+    "poll-reports": every(10.0, "herald.poll_reports"),
+    "expire-messages": every(60.0, "herald.expire_messages"),
+    "deliver-callbacks": every(5.0, "herald.deliver_callbacks"),
 }

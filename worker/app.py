@@ -41,7 +41,7 @@ def celery_config(settings: Settings) -> dict:
         "task_queues": (Queue("herald"), Queue("send")),
         # Sends get their own queue so a backlog of them never delays fan-out or intake.
         "task_routes": {"herald.send_message": {"queue": "send"}},
-        "imports": ("worker.tasks", "scheduler.jobs"),
+        "imports": ("worker.tasks", "scheduler.jobs", "scheduler.reports"),
         "beat_schedule": _beat_schedule(),
         "timezone": "UTC",
     }

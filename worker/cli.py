@@ -189,5 +189,56 @@ def report(campaign_id: str, as_json: bool) -> None:
     click.echo(json.dumps(data, indent=None if as_json else 2))
 
 
+@main.command()
+@click.argument("campaign_id")
+@click.option("--watch", is_flag=True, help="redraw a live progress bar until the campaign ends")
+@click.option("--json", "as_json", is_flag=True)
+def status(campaign_id: str, watch: bool, as_json: bool) -> None:
+    """Show a campaign's progress and aggregate."""
+    from rich.console import Console
+
+    from campaigns.reports import campaign_report
+    from worker import status_view
+
+    console = Console(stderr=as_json)
+    try:
+        data = status_view.watch(campaign_id, console) if watch else campaign_report(campaign_id)
+    except (HeraldError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(data))
+    else:
+        console.print(status_view.summary_table(data))
+
+
+def _lifecycle_command(action: str, done: str, doc: str) -> None:
+    @main.command(name=action, help=doc)
+    @click.argument("campaign_id")
+    def command(campaign_id: str) -> None:
+        from campaigns import lifecycle
+
+        try:
+            getattr(lifecycle, action)(campaign_id)
+        except (HeraldError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"campaign {campaign_id} {done}")
+
+
+_lifecycle_command("pause", "paused", "Stop starting new sends; sends in flight finish.")
+_lifecycle_command("resume", "resumed", "Continue a paused campaign without resending anything.")
+_lifecycle_command("cancel", "cancelled", "Cancel a campaign: queued messages become cancelled.")
+
+
+@main.command()
+def webhooks() -> None:
+    """Print each provider account's account-level webhook URLs (MobSMS status and incoming)."""
+    from campaigns.settings import get_settings
+    from campaigns.signing import account_webhook_url
+
+    for account in get_settings().providers:
+        for event in ("status", "incoming"):
+            click.echo(f"{account} {event}: {account_webhook_url(account, event)}")
+
+
 if __name__ == "__main__":
     main()

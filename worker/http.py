@@ -1,19 +1,21 @@
-"""Herald's HTTP ingress: campaign intake and status, and the providers' delivery-report webhooks."""
+"""Herald's HTTP ingress: campaign intake, status and control, and the providers' webhooks."""
 
 from __future__ import annotations
 
 import uuid
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 import campaigns
-from campaigns import db
-from campaigns.errors import ConfigurationError, NotFound, SubmissionError
-from campaigns.reports import apply_report, campaign_report, close_if_finished
+from campaigns import db, lifecycle
+from campaigns.errors import ConfigurationError, InvalidReport, InvalidTransition, NotFound, SubmissionError
+from campaigns.listing import list_messages
+from campaigns.optout import record_inbound
+from campaigns.reports import StatusReport, apply_report, campaign_report, close_if_finished
 from campaigns.schema import Receipt, Submission
-from campaigns.signing import valid_webhook_token
+from campaigns.signing import valid_account_webhook_token, valid_webhook_token
 from worker import auth
 from worker.providers import get_provider
 
@@ -31,6 +33,10 @@ def create_app() -> FastAPI:
     async def _not_found(_request: Request, exc: NotFound):
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
+    @app.exception_handler(InvalidTransition)
+    async def _conflict(_request: Request, exc: InvalidTransition):
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
     @app.get("/healthz")
     def healthz() -> dict:
         return {"status": "ok"}
@@ -41,37 +47,132 @@ def create_app() -> FastAPI:
 
     @app.get("/v1/campaigns/{campaign_id}")
     def get_campaign(campaign_id: uuid.UUID) -> dict:
+        """The exact aggregate: counts per status, delivery rate, cost, latency, per provider and country."""
         return campaign_report(campaign_id)
 
-    @app.post("/v1/webhooks/{account}/{campaign_id}/{token}", include_in_schema=False)
-    async def delivery_report(account: str, campaign_id: uuid.UUID, token: str, request: Request):
-        if not valid_webhook_token(str(campaign_id), token):
+    @app.post("/v1/campaigns/{campaign_id}/pause")
+    def pause_campaign(campaign_id: uuid.UUID) -> dict:
+        """No new send starts; sends already at the provider finish. 409 unless running."""
+        lifecycle.pause(campaign_id)
+        return campaign_report(campaign_id)
+
+    @app.post("/v1/campaigns/{campaign_id}/resume")
+    def resume_campaign(campaign_id: uuid.UUID) -> dict:
+        """Continue a paused campaign; nothing already sent is sent again."""
+        lifecycle.resume(campaign_id)
+        return campaign_report(campaign_id)
+
+    @app.post("/v1/campaigns/{campaign_id}/cancel")
+    def cancel_campaign(campaign_id: uuid.UUID) -> dict:
+        """Queued messages become cancelled; sent ones are cancelled at providers that can."""
+        lifecycle.cancel(campaign_id)
+        return campaign_report(campaign_id)
+
+    @app.get("/v1/campaigns/{campaign_id}/messages")
+    def campaign_messages(campaign_id: uuid.UUID, after: int = Query(0, ge=0),
+                          limit: int = Query(100, ge=1, le=1000), status: str | None = None) -> dict:
+        """One keyset page of messages (ids and statuses, no numbers); pass ``next_after`` as ``after``."""
+        return list_messages(campaign_id, after=after, limit=limit, status=status)
+
+    # Account-level webhooks come first: their fixed segment must win over a campaign id.
+    @app.post("/v1/webhooks/{account}/status/{token}", include_in_schema=False)
+    async def account_status_webhook(account: str, token: str, request: Request):
+        if not valid_account_webhook_token(account, "status", token):
             raise HTTPException(401, "invalid webhook token")
+        payload, reports = await _reports(account, request)
+        return {"applied": await run_in_threadpool(_apply, account, None, reports, payload)}
+
+    @app.post("/v1/webhooks/{account}/incoming/{token}", include_in_schema=False)
+    async def account_incoming_webhook(account: str, token: str, request: Request):
+        if not valid_account_webhook_token(account, "incoming", token):
+            raise HTTPException(401, "invalid webhook token")
+        provider = _provider(account)
+        parse = getattr(provider, "parse_inbound", None)
+        if parse is None:
+            raise HTTPException(404, "this provider sends no inbound messages")
         try:
-            payload = await request.json()
-        except ValueError:
-            raise HTTPException(422, "the body must be JSON") from None
-        if not isinstance(payload, dict):
-            raise HTTPException(422, "the body must be a JSON object")
-        try:
-            provider = get_provider(account)
-        except ConfigurationError:
-            raise HTTPException(404, "unknown provider account") from None
-        reports = provider.parse_report(payload)
-        if not reports:
-            raise HTTPException(422, "no report in the body")
-        moved = await run_in_threadpool(_apply, account, campaign_id, reports, payload)
+            messages = parse(await _json_object(request))
+        except InvalidReport as exc:
+            raise HTTPException(422, str(exc)) from None
+        return {"suppressed": await run_in_threadpool(_record_inbound, messages)}
+
+    @app.post("/v1/webhooks/{account}/{subject}", include_in_schema=False)
+    def webhook_without_token(account: str, subject: str):
+        raise HTTPException(401, "missing webhook token")
+
+    @app.post("/v1/webhooks/{account}/{campaign_id}/{token}", include_in_schema=False)
+    async def delivery_report(account: str, campaign_id: str, token: str, request: Request):
+        # Checked before the id is parsed: a bad token learns nothing, not even "bad id".
+        if not valid_webhook_token(campaign_id, token):
+            raise HTTPException(401, "invalid webhook token")
+        payload, reports = await _reports(account, request)
+        moved = await run_in_threadpool(_apply, account, uuid.UUID(campaign_id), reports, payload)
         return {"applied": moved}
 
     return app
 
 
-def _apply(account: str, campaign_id: uuid.UUID, reports: list, payload: dict) -> int:
+def _provider(account: str):
+    try:
+        return get_provider(account)
+    except ConfigurationError:
+        raise HTTPException(404, "unknown provider account") from None
+
+
+async def _json_object(request: Request) -> dict:
+    try:
+        payload = await request.json()
+    except ValueError:
+        raise HTTPException(422, "the body must be JSON") from None
+    if not isinstance(payload, dict):
+        raise HTTPException(422, "the body must be a JSON object")
+    return payload
+
+
+async def _reports(account: str, request: Request) -> tuple[dict, list[StatusReport]]:
+    """The body's reports, each naming a message and a status, or 422 before anything is stored."""
+    provider = _provider(account)
+    payload = await _json_object(request)
+    try:
+        reports = provider.parse_report(payload)
+    except (InvalidReport, ValueError, TypeError, KeyError) as exc:
+        raise HTTPException(422, f"not a {account} report: {exc}") from None
+    if not reports:
+        raise HTTPException(422, "no report in the body")
+    for n, report in enumerate(reports):
+        if not report.raw_status:
+            raise HTTPException(422, f"report {n} has no status")
+        if report.message_id is None and not report.provider_message_id:
+            raise HTTPException(422, f"report {n} names no message")
+    return payload, reports
+
+
+def _apply(account: str, campaign_id: uuid.UUID | None, reports: list, payload: dict) -> int:
     # Stored and applied in one transaction before the 2xx: an acknowledged report is never lost.
     with db.session() as s:
-        moved = sum(apply_report(s, account, r, payload) for r in reports)
-    if moved:
+        moved = [apply_report(s, account, r, payload, campaign_id=campaign_id) for r in reports]
+    if any(moved):
+        touched = {campaign_id} if campaign_id else _campaigns_of(reports, account)
         # Checked after our commit: of two last reports committing together, the later sees both.
         with db.session() as s:
-            close_if_finished(s, campaign_id)
-    return moved
+            for cid in touched:
+                close_if_finished(s, cid)
+    return sum(moved)
+
+
+def _campaigns_of(reports: list[StatusReport], account: str) -> set[uuid.UUID]:
+    from sqlalchemy import or_, select
+
+    from campaigns.models import Message
+
+    ids = [r.message_id for r in reports if r.message_id is not None]
+    refs = [r.provider_message_id for r in reports if r.provider_message_id]
+    with db.session() as s:
+        return set(s.scalars(select(Message.campaign_id.distinct()).where(or_(
+            Message.id.in_(ids), (Message.provider == account) & Message.provider_message_id.in_(refs),
+        ))))
+
+
+def _record_inbound(messages) -> int:
+    with db.session() as s:
+        return record_inbound(s, messages)

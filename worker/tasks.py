@@ -36,3 +36,10 @@ def send_message(self, message_id: int) -> str:
     if outcome.retry_in is not None:
         raise self.retry(countdown=min(outcome.retry_in, MAX_COUNTDOWN_S))
     return outcome.status
+
+
+@app.task(name="herald.cancel_at_provider")
+def cancel_at_provider(campaign_id: str) -> int:
+    from campaigns.lifecycle import cancel_at_provider as cancel_sent
+
+    return cancel_sent(campaign_id)

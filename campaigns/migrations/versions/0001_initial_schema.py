@@ -61,6 +61,9 @@ def upgrade() -> None:
     sa.Column('provider_message_id', sa.String(length=128), nullable=True),
     sa.Column('raw_status', sa.String(length=64), nullable=True),
     sa.Column('status', sa.String(length=16), nullable=True),
+    sa.Column('part', sa.Integer(), nullable=True),
+    sa.Column('cost', sa.Numeric(precision=14, scale=6), nullable=True),
+    sa.Column('at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('payload', sa.JSON(), nullable=False),
     sa.Column('received_at', sa.DateTime(timezone=True), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
     sa.PrimaryKeyConstraint('id')
@@ -74,6 +77,24 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
     sa.PrimaryKeyConstraint('phone')
     )
+    op.create_table('callbacks',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('campaign_id', sa.Uuid(), nullable=False),
+    sa.Column('message_id', sa.BigInteger(), nullable=False),
+    sa.Column('url', sa.Text(), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('delivered_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('gave_up_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.ForeignKeyConstraint(['campaign_id'], ['campaigns.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('kind', 'campaign_id', 'message_id', name='uq_callbacks_subject')
+    )
+    with op.batch_alter_table('callbacks', schema=None) as batch_op:
+        batch_op.create_index('ix_callbacks_due', ['delivered_at', 'next_attempt_at'], unique=False)
+
     op.create_table('messages',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('campaign_id', sa.Uuid(), nullable=False),
@@ -95,6 +116,7 @@ def upgrade() -> None:
     sa.Column('claimed_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('sent_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('final_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('polled_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['campaign_id'], ['campaigns.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('campaign_id', 'phone', name='uq_messages_campaign_phone')
@@ -102,6 +124,7 @@ def upgrade() -> None:
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.create_index('ix_messages_campaign_status', ['campaign_id', 'status'], unique=False)
         batch_op.create_index('ix_messages_not_before', ['not_before'], unique=False, postgresql_where=sa.text('not_before IS NOT NULL'), sqlite_where=sa.text('not_before IS NOT NULL'))
+        batch_op.create_index('ix_messages_poll', ['status', 'provider', 'polled_at'], unique=False)
         batch_op.create_index('ix_messages_provider_ref', ['provider', 'provider_message_id'], unique=False)
 
     op.create_table('rejections',
@@ -128,10 +151,15 @@ def downgrade() -> None:
     op.drop_table('rejections')
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.drop_index('ix_messages_provider_ref')
+        batch_op.drop_index('ix_messages_poll')
         batch_op.drop_index('ix_messages_not_before', postgresql_where=sa.text('not_before IS NOT NULL'), sqlite_where=sa.text('not_before IS NOT NULL'))
         batch_op.drop_index('ix_messages_campaign_status')
 
     op.drop_table('messages')
+    with op.batch_alter_table('callbacks', schema=None) as batch_op:
+        batch_op.drop_index('ix_callbacks_due')
+
+    op.drop_table('callbacks')
     op.drop_table('suppressions')
     with op.batch_alter_table('delivery_reports', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_delivery_reports_message_id'))

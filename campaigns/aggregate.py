@@ -1,0 +1,121 @@
+"""The exact per-campaign aggregate, counted from message rows in two queries.
+
+One grouped query (provider × country × status) gives counts, segments and cost, from which the
+totals and both breakdowns are summed; a second gives time-to-delivery percentiles.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from campaigns.models import Message
+from campaigns.statuses import FINAL, MessageStatus
+
+# Everything the provider took: sent now, or sent and since reported on.
+_TAKEN = ("sent", "delivered", "failed", "expired")
+
+
+def _blank() -> dict[str, Any]:
+    return {"counts": {st.value: 0 for st in MessageStatus}, "no_report": 0,
+            "segments": 0, "cost": Decimal(0), "priced": False}
+
+
+def _summarise(group: dict[str, Any]) -> dict[str, Any]:
+    counts = group["counts"]
+    accepted = sum(counts.values())
+    delivered = counts[MessageStatus.DELIVERED]
+    no_report = group["no_report"]
+    final = sum(counts[st] for st in FINAL)
+    # Messages through a provider that never reports are neither delivered nor failed: the rate
+    # is over the messages whose outcome can be known.
+    knowable = accepted - no_report
+    return {
+        "accepted": accepted,
+        "counts": counts,
+        "sent": sum(counts[st] for st in _TAKEN),
+        "delivered": delivered,
+        "failed": counts[MessageStatus.FAILED],
+        "no_report": no_report,
+        "final": final,
+        # Final, or sent through a provider that will never say more: nothing left to wait for.
+        "done": final + no_report,
+        "pending": accepted - final - no_report,
+        "delivery_rate": round(delivered / knowable, 4) if knowable else 0.0,
+        "segments": group["segments"],
+        "cost": str(group["cost"]) if group["priced"] else None,
+    }
+
+
+def _add(group: dict[str, Any], status: str, silent: bool, n: int, segments: int, cost) -> None:
+    group["counts"][status] = group["counts"].get(status, 0) + n
+    if silent and status == MessageStatus.SENT:
+        group["no_report"] += n
+    group["segments"] += int(segments or 0)
+    if cost is not None:
+        group["cost"] += Decimal(cost)
+        group["priced"] = True
+
+
+def aggregate(s: Session, campaign_id: uuid.UUID, silent_accounts: set[str]) -> dict[str, Any]:
+    rows = s.execute(
+        select(Message.provider, Message.region, Message.status, func.count(),
+               func.coalesce(func.sum(Message.segments), 0), func.sum(Message.cost))
+        .where(Message.campaign_id == campaign_id)
+        .group_by(Message.provider, Message.region, Message.status)
+    ).all()
+    total = _blank()
+    by_provider: dict[str, dict[str, Any]] = {}
+    by_country: dict[str, dict[str, Any]] = {}
+    for provider, region, status, n, segments, cost in rows:
+        silent = provider in silent_accounts
+        for group in (total, by_provider.setdefault(provider or "none", _blank()),
+                      by_country.setdefault(region or "unknown", _blank())):
+            _add(group, status, silent, n, segments, cost)
+    return {
+        **_summarise(total),
+        "time_to_delivery_s": time_to_delivery(s, campaign_id),
+        "by_provider": {k: _summarise(v) for k, v in sorted(by_provider.items())},
+        "by_country": {k: _summarise(v) for k, v in sorted(by_country.items())},
+    }
+
+
+def time_to_delivery(s: Session, campaign_id: uuid.UUID) -> dict[str, float | None]:
+    """p50 and p95 seconds from `sent` to `delivered`, over delivered messages.
+
+    Providers stamp delivery with their own clock, often to the second, so a fast delivery can
+    appear to precede our `sent_at`: those count as 0, never negative.
+    """
+    delivered = (Message.campaign_id == campaign_id, Message.status == MessageStatus.DELIVERED,
+                 Message.sent_at.is_not(None), Message.final_at.is_not(None))
+    if s.bind.dialect.name == "postgresql":
+        seconds = func.greatest(func.extract("epoch", Message.final_at - Message.sent_at), 0)
+        p50, p95 = s.execute(select(
+            func.percentile_cont(0.5).within_group(seconds),
+            func.percentile_cont(0.95).within_group(seconds),
+        ).where(*delivered)).one()
+        return {"p50": _round(p50), "p95": _round(p95)}
+    durations = sorted(
+        max((final - sent).total_seconds(), 0.0)
+        for sent, final in s.execute(select(Message.sent_at, Message.final_at).where(*delivered))
+    )
+    return {"p50": _round(percentile(durations, 0.5)), "p95": _round(percentile(durations, 0.95))}
+
+
+def percentile(ordered: list[float], q: float) -> float | None:
+    """Linear interpolation between closest ranks, as PostgreSQL's percentile_cont."""
+    if not ordered:
+        return None
+    pos = (len(ordered) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def _round(value: Any) -> float | None:
+    return round(float(value), 3) if value is not None else None
+

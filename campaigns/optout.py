@@ -1,0 +1,50 @@
+"""Inbound replies: a STOP-style keyword puts the sender on the suppression list.
+
+Only the keyword decision and the number are kept; the reply's text is never stored or logged.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from campaigns.models import Suppression
+from campaigns.recipients import InvalidRecipient, normalise
+
+# The usual carrier opt-out keywords (CTIA/ICO practice), matched as the reply's first word.
+STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE"})
+_FIRST_WORD = re.compile(r"[A-Za-z\-]+")
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """An SMS a recipient sent back, as an adapter's ``parse_inbound`` returns it."""
+
+    sender: str
+    text: str
+
+
+def is_opt_out(text: str) -> bool:
+    match = _FIRST_WORD.search(text or "")
+    return bool(match) and match.group(0).replace("-", "").upper() in STOP_WORDS
+
+
+def record_inbound(s: Session, messages: list[InboundMessage]) -> int:
+    """Suppress every sender that opted out; returns how many numbers were newly suppressed."""
+    added = 0
+    dialect = postgresql if s.bind.dialect.name == "postgresql" else sqlite
+    for message in messages:
+        if not is_opt_out(message.text):
+            continue
+        try:
+            number = normalise(message.sender).e164
+        except InvalidRecipient:
+            continue
+        added += s.execute(
+            dialect.insert(Suppression).values(phone=number, reason="replied STOP")
+            .on_conflict_do_nothing()
+        ).rowcount
+    return added

@@ -1,0 +1,56 @@
+"""`herald status`: a campaign's aggregate as a table, or live as a progress bar (--watch)."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from campaigns.reports import campaign_report
+from campaigns.statuses import CampaignStatus
+
+ENDED = (CampaignStatus.COMPLETED, CampaignStatus.CANCELLED)
+
+
+def summary_table(report: dict) -> Table:
+    table = Table(title=f"Campaign {report['campaign_id']}", show_header=False)
+    ttd = report["time_to_delivery_s"]
+    for label, value in (
+        ("status", report["status"]), ("submitted", report["submitted"]),
+        ("duplicates / invalid / suppressed",
+         f"{report['duplicates']} / {report['invalid']} / {report['suppressed']}"),
+        ("accepted", report["accepted"]),
+        *((f"  {status}", n) for status, n in report["counts"].items() if n),
+        ("no report available", report["no_report"]),
+        ("delivery rate", f"{report['delivery_rate']:.1%}"), ("segments", report["segments"]),
+        ("cost (estimate)", f"{report['cost']} ({report['estimated_cost']})"),
+        ("time to delivery p50 / p95", f"{ttd['p50']} s / {ttd['p95']} s"),
+    ):
+        table.add_row(label, str(value))
+    return table
+
+
+def _detail(report: dict) -> str:
+    counts = report["counts"]
+    return (f"{report['status']}: queued {counts['queued']} sent {report['sent']} "
+            f"delivered {report['delivered']} failed {report['failed']}")
+
+
+def watch(campaign_id: str, console: Console, every_s: float = 0.5) -> dict:
+    """Redraw until the campaign ends (or Ctrl-C); returns the last report."""
+    report = campaign_report(campaign_id)
+    with Progress(TextColumn("[bold]done"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console) as progress:
+        bar = progress.add_task("campaign", total=report["accepted"], detail=_detail(report))
+        try:
+            while True:
+                progress.update(bar, completed=report["done"], detail=_detail(report))
+                if report["status"] in ENDED:
+                    break
+                time.sleep(every_s)
+                report = campaign_report(campaign_id)
+        except KeyboardInterrupt:
+            pass
+    return report
