@@ -12,13 +12,17 @@ def submit(submission: Submission | CampaignSpec | dict, recipients: Iterable[An
     """Store a campaign and start dispatching it; returns the receipt.
 
     ``submission`` is a :class:`Submission` (or its dict form, with ``from``, ``message`` and
-    ``recipients``), or a :class:`CampaignSpec` with ``recipients`` given as any iterable.
+    ``recipients``), or a :class:`CampaignSpec` (or dict) with ``recipients`` given as any
+    iterable, which is streamed. A malformed submission raises SubmissionError naming each field.
     """
     from campaigns import intake
+    from campaigns.schema import parse
     from worker.dispatch import start_campaign
 
     if isinstance(submission, dict):
-        submission = Submission.model_validate(submission) if recipients is None else CampaignSpec.model_validate(submission)
+        submission = parse(Submission if recipients is None else CampaignSpec, submission)
+    elif recipients is None and not isinstance(submission, Submission):
+        raise TypeError("a CampaignSpec needs its recipients")
     if recipients is None:
         recipients = submission.recipients
     receipt = intake.submit(submission, recipients)

@@ -2,8 +2,9 @@
 
 HeraldError
 ├── ConfigurationError        settings that cannot work (unknown provider account, ...)
-├── SubmissionError           a campaign refused as a whole before anything was written
-│   └── TooManyRecipients
+├── SubmissionError           a campaign refused whole, nothing written; ``errors`` holds each
+│   │                         problem as {"loc": [field path], "msg", "type"} (HTTP: 422)
+│   └── TooManyRecipients     more than HERALD_MAX_RECIPIENTS; the message names the limit
 ├── NotFound                  an id that names nothing
 ├── UnknownScope              an API key asked for a scope Herald does not have
 ├── InvalidTransition         a lifecycle action the campaign's state does not allow (resume a completed one)
@@ -28,11 +29,25 @@ class ConfigurationError(HeraldError):
 
 
 class SubmissionError(HeraldError):
-    """The submission is refused whole; ``errors`` lists each problem with its field path."""
+    """The submission is refused whole; ``errors`` lists each problem with its field path.
+
+    Paths are relative to the submission (``["recipients"]``, ``["send_window", "start"]``);
+    the HTTP API prefixes ``"body"`` as FastAPI does for its own validation errors.
+    """
 
     def __init__(self, message: str, errors: list[dict] | None = None):
-        super().__init__(message)
-        self.errors = errors or [{"loc": [], "msg": message}]
+        # Both in args, so the error survives Celery's JSON result backend whole.
+        errors = errors or [{"loc": [], "msg": message, "type": "invalid"}]
+        super().__init__(message, errors)
+        self.errors = errors
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    @classmethod
+    def at(cls, loc: list, msg: str, type_: str) -> SubmissionError:
+        """One problem at one field path."""
+        return cls(msg, [{"loc": loc, "msg": msg, "type": type_}])
 
 
 class TooManyRecipients(SubmissionError):

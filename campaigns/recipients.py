@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import phonenumbers
@@ -24,8 +25,6 @@ _NO_SMS = {
     PhoneNumberType.TOLL_FREE: "a toll-free number cannot receive SMS",
     PhoneNumberType.PREMIUM_RATE: "a premium-rate number cannot receive SMS",
     PhoneNumberType.SHARED_COST: "a shared-cost number cannot receive SMS",
-    PhoneNumberType.VOIP: None,
-    PhoneNumberType.PERSONAL_NUMBER: None,
     PhoneNumberType.PAGER: "a pager number cannot receive SMS",
     PhoneNumberType.UAN: "a UAN number cannot receive SMS",
     PhoneNumberType.VOICEMAIL: "a voicemail number cannot receive SMS",
@@ -38,7 +37,6 @@ _PARSE_REASONS = {
     NumberParseException.TOO_SHORT_NSN: "too short",
     NumberParseException.TOO_LONG: "too long",
 }
-
 
 _LENGTH_REASONS = {
     ValidationResult.TOO_SHORT: "too short for its country",
@@ -59,15 +57,24 @@ def normalise(raw: str, default_region: str | None = None) -> Normalised:
         number = phonenumbers.parse(text, default_region)
     except NumberParseException as exc:
         raise InvalidRecipient(_PARSE_REASONS.get(exc.error_type, "unparseable")) from None
-    length = phonenumbers.is_possible_number_with_reason(number)
-    if length not in (ValidationResult.IS_POSSIBLE, ValidationResult.IS_POSSIBLE_LOCAL_ONLY):
-        raise InvalidRecipient(_LENGTH_REASONS.get(length, "impossible length for its country"))
-    if not phonenumbers.is_valid_number(number):
-        raise InvalidRecipient("not a valid number for its region")
-    reason = _NO_SMS.get(phonenumbers.number_type(number))
-    if reason:
+    # number_type is UNKNOWN exactly when the number is invalid, so one call answers both
+    # questions: intake runs this a million times and phonenumbers is most of its cost.
+    kind = phonenumbers.number_type(number)
+    if kind == PhoneNumberType.UNKNOWN:
+        length = phonenumbers.is_possible_number_with_reason(number)
+        raise InvalidRecipient(_LENGTH_REASONS.get(length, "not a valid number for its region"))
+    if reason := _NO_SMS.get(kind):
         raise InvalidRecipient(reason)
-    return Normalised(
-        phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
-        phonenumbers.region_code_for_number(number),
-    )
+    regions = _regions(number.country_code)
+    region = regions[0] if len(regions) == 1 else phonenumbers.region_code_for_number(number)
+    return Normalised(f"+{number.country_code}{phonenumbers.national_significant_number(number)}", region)
+
+
+@functools.cache
+def _regions(country_code: int) -> tuple[str, ...]:
+    return tuple(phonenumbers.region_codes_for_country_code(country_code))
+
+
+def phone_key(e164: str) -> int:
+    """A compact dedup key: E.164 digits as an int (distinct numbers never share one)."""
+    return int(e164[1:])

@@ -8,7 +8,9 @@ from typing import Any
 
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from campaigns.errors import SubmissionError
 
 
 class Recipient(BaseModel):
@@ -89,11 +91,30 @@ class CampaignSpec(BaseModel):
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
-RawRecipient = str | Recipient
+# Over the wire a recipient is a string or an object: its fields are checked per recipient at
+# intake, so one bad recipient is rejected with its reason instead of failing the whole request.
+RawRecipient = str | dict[str, Any]
 
 
 class Submission(CampaignSpec):
-    recipients: list[RawRecipient] = Field(min_length=1)
+    recipients: list[RawRecipient] = Field(
+        min_length=1,
+        description="numbers as strings, or objects with the number under `to` or `number` and "
+                    "optional `name`, `client_ref`, `callback_url` and other template fields",
+        examples=[["+447400123456", {"to": "0701234567", "name": "Amina", "client_ref": "r-1"}]],
+    )
+
+
+def parse(model: type[CampaignSpec], data: Any) -> CampaignSpec:
+    """Validate ``data`` as ``model``, or raise SubmissionError naming the path of each bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise SubmissionError(
+            f"{exc.error_count()} invalid field(s) in the submission",
+            # Only loc, msg and type: pydantic's `input` could echo a number or the message text.
+            [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()],
+        ) from None
 
 
 class InvalidSample(BaseModel):

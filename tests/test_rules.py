@@ -42,6 +42,19 @@ def test_invalid_numbers_have_specific_reasons(raw, region, reason):
     ("я" * 71, "UCS2", 2),
     ("😀" * 35, "UCS2", 1),          # each emoji is two UTF-16 units
     ("😀" * 36, "UCS2", 2),
+    ("^{}\\[~]|€" * 8 + "ab", "GSM7", 1),   # nine extension characters are 18 septets: 146
+    ("^{}\\[~]|€" * 9, "GSM7", 2),          # 162 septets
+    ("a" * 306, "GSM7", 2),           # 2 × 153
+    ("a" * 307, "GSM7", 3),
+    ("a" * 152 + "€" + "a" * 10, "GSM7", 2),  # the escape pair moves whole to the second part
+    ("€" * 153, "GSM7", 3),           # 306 septets, but 76 pairs a part: 76 + 76 + 1
+    ("Café, 10€ {ok}\n@£$¥", "GSM7", 1),
+    ("ç", "UCS2", 1),                 # only capital Ç is in the GSM-7 alphabet
+    ("a" * 159 + "ç", "UCS2", 3),     # one non-GSM character makes the whole text UCS-2: 160 units
+    ("я" * 134, "UCS2", 2),           # 2 × 67
+    ("я" * 135, "UCS2", 3),
+    ("я" * 66 + "😀" + "я" * 10, "UCS2", 2),  # the surrogate pair moves whole to the second part
+    ("😀" * 67, "UCS2", 3),           # 134 units, but 33 pairs a part: 33 + 33 + 1
 ])
 def test_segments(text, encoding, segments):
     info = encode_info(text)

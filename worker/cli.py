@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -132,24 +130,6 @@ def keys_revoke(key_id: int, as_json: bool) -> None:
     click.echo(json.dumps(info.as_dict()) if as_json else f"key {info.id} ({info.name}) revoked")
 
 
-def read_recipients(path: Path) -> Iterator[str | dict]:
-    """Stream recipients from CSV (a header row with `to` or `number`) or JSONL, or one number a line."""
-    with path.open(newline="", encoding="utf-8") as f:
-        if path.suffix in (".jsonl", ".ndjson"):
-            for line in f:
-                if line.strip():
-                    yield json.loads(line)
-            return
-        first = f.readline()
-        f.seek(0)
-        if "to" in first.lower().split(",") or "number" in first.lower().split(","):
-            yield from csv.DictReader(f)
-        else:
-            for line in f:
-                if line.strip():
-                    yield line.strip()
-
-
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--from", "sender", required=True, help="sender id")
@@ -157,22 +137,104 @@ def read_recipients(path: Path) -> Iterator[str | dict]:
 @click.option("--region", "default_region", help="region for national numbers, e.g. GB")
 @click.option("--provider", help="provider account name")
 @click.option("--idempotency-key")
+@click.option("--max-cost", help="refuse the campaign if its estimated cost is higher")
+@click.option("--callback-url", help="URL told of the campaign's progress")
 @click.option("--json", "as_json", is_flag=True)
 def submit(file: Path, sender: str, message: str, default_region: str | None,
-           provider: str | None, idempotency_key: str | None, as_json: bool) -> None:
-    """Submit a campaign from a CSV or JSONL file of recipients."""
+           provider: str | None, idempotency_key: str | None, max_cost: str | None,
+           callback_url: str | None, as_json: bool) -> None:
+    """Submit a campaign from a CSV or JSONL file of recipients, streamed."""
     import campaigns
-    from campaigns.schema import CampaignSpec
+    from campaigns.sources import read_recipients
 
-    spec = CampaignSpec.model_validate({
-        "from": sender, "message": message, "default_region": default_region,
-        "provider": provider, "idempotency_key": idempotency_key,
-    })
+    spec = {"from": sender, "message": message, "default_region": default_region, "provider": provider,
+            "idempotency_key": idempotency_key, "max_cost": max_cost, "callback_url": callback_url}
     try:
-        receipt = campaigns.submit(spec, read_recipients(file))
+        receipt = campaigns.submit({k: v for k, v in spec.items() if v is not None}, read_recipients(file))
     except SubmissionError as exc:
-        raise click.ClickException(f"{exc} {json.dumps(exc.errors)}") from None
+        raise _refused(exc) from None
     click.echo(receipt.model_dump_json(indent=None if as_json else 2))
+
+
+def _refused(exc: SubmissionError) -> click.ClickException:
+    lines = [str(exc)] + [f"  {'.'.join(map(str, e['loc'])) or 'submission'}: {e['msg']}" for e in exc.errors]
+    return click.ClickException("\n".join(lines))
+
+
+@main.group()
+def suppress() -> None:
+    """The suppression list: opted-out numbers that no campaign sends to."""
+
+
+def _print_change(change, as_json: bool, verb: str) -> None:
+    data = {"changed": change.changed, "unchanged": change.unchanged,
+            "invalid": [i.model_dump() for i in change.invalid]}
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    click.echo(f"{change.changed} {verb}, {change.unchanged} unchanged, {len(change.invalid)} invalid")
+    for i in change.invalid:
+        click.echo(f"  #{i.position}: {i.reason}", err=True)
+
+
+_numbers_file = click.option("--file", "numbers_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                             help="also read numbers from this file (CSV, JSONL or one a line)")
+
+
+def _numbers(numbers: tuple[str, ...], numbers_file: Path | None) -> list[str]:
+    from campaigns.intake import read_recipient
+    from campaigns.recipients import InvalidRecipient
+    from campaigns.sources import read_recipients
+
+    out = list(numbers)
+    for raw in read_recipients(numbers_file) if numbers_file else ():
+        try:
+            out.append(read_recipient(raw)[0])
+        except InvalidRecipient:
+            out.append("")  # counted as invalid, at its position
+    return out
+
+
+@suppress.command("add")
+@click.argument("numbers", nargs=-1)
+@_numbers_file
+@click.option("--region", help="region for national numbers, e.g. GB")
+@click.option("--reason", help="why, kept with each number")
+@click.option("--json", "as_json", is_flag=True)
+def suppress_add(numbers: tuple[str, ...], numbers_file: Path | None, region: str | None,
+                 reason: str | None, as_json: bool) -> None:
+    """Opt numbers out of every campaign from now on."""
+    from campaigns import suppressions
+
+    _print_change(suppressions.add(_numbers(numbers, numbers_file), region=region, reason=reason), as_json, "added")
+
+
+@suppress.command("remove")
+@click.argument("numbers", nargs=-1)
+@_numbers_file
+@click.option("--region", help="region for national numbers, e.g. GB")
+@click.option("--json", "as_json", is_flag=True)
+def suppress_remove(numbers: tuple[str, ...], numbers_file: Path | None, region: str | None, as_json: bool) -> None:
+    """Take numbers off the suppression list."""
+    from campaigns import suppressions
+
+    _print_change(suppressions.remove(_numbers(numbers, numbers_file), region=region), as_json, "removed")
+
+
+@suppress.command("list")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object a line")
+def suppress_list(as_json: bool) -> None:
+    """Print every suppressed number, in number order."""
+    from campaigns import suppressions
+
+    after = None
+    while page := suppressions.entries(after=after):
+        for e in page:
+            if as_json:
+                click.echo(json.dumps({"phone": e.phone, "reason": e.reason, "created_at": e.created_at.isoformat()}))
+            else:
+                click.echo(f"{e.phone}\t{e.created_at:%Y-%m-%d %H:%M}\t{e.reason or ''}")
+        after = page[-1].phone
 
 
 @main.command()

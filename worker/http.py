@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -16,7 +17,7 @@ from campaigns.optout import record_inbound
 from campaigns.reports import StatusReport, apply_report, campaign_report, close_if_finished
 from campaigns.schema import Receipt, Submission
 from campaigns.signing import valid_account_webhook_token, valid_webhook_token
-from worker import auth
+from worker import auth, http_intake
 from worker.providers import get_provider
 
 
@@ -25,9 +26,16 @@ def create_app() -> FastAPI:
                   description="Bulk SMS campaign dispatch: intake, status and delivery reports.")
     auth.install(app)
 
+    # One 422 shape for both: {"detail": [{"loc": ["body", field, ...], "msg", "type"}]}, never
+    # echoing the input (it may hold numbers or message text).
     @app.exception_handler(SubmissionError)
     async def _refused(_request: Request, exc: SubmissionError):
-        return JSONResponse({"detail": exc.errors}, status_code=422)
+        return JSONResponse({"detail": [{**e, "loc": ["body", *e["loc"]]} for e in exc.errors]}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def _malformed(_request: Request, exc: RequestValidationError):
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(NotFound)
     async def _not_found(_request: Request, exc: NotFound):
@@ -44,6 +52,8 @@ def create_app() -> FastAPI:
     @app.post("/v1/campaigns", response_model=Receipt, status_code=201)
     def submit_campaign(submission: Submission) -> Receipt:
         return campaigns.submit(submission)
+
+    app.include_router(http_intake.router)
 
     @app.get("/v1/campaigns/{campaign_id}")
     def get_campaign(campaign_id: uuid.UUID) -> dict:

@@ -1,0 +1,141 @@
+"""Intake on the real PostgreSQL: atomic refusals, streaming, idempotency, per-recipient reasons."""
+
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+
+from campaigns import db, intake
+from campaigns.errors import SubmissionError, TooManyRecipients
+from campaigns.models import Campaign, Message, Rejection
+from campaigns.schema import CampaignSpec, Submission, parse
+from campaigns.settings import configure, get_settings
+
+
+def _spec(**extra):
+    return CampaignSpec.model_validate({"from": "Herald", "message": "Hi", "default_region": "GB", **extra})
+
+
+def _numbers(n, start=0):
+    return (f"+4474{i:08d}" for i in range(start, start + n))
+
+
+def _rows():
+    with db.session() as s:
+        return tuple(s.scalar(select(func.count()).select_from(t)) for t in (Campaign, Message, Rejection))
+
+
+def _failing_after(n, exc):
+    yield from _numbers(n)
+    raise exc
+
+
+@pytest.mark.parametrize("cause", ["max_cost", "source breaks", "too many"])
+def test_a_failure_before_commit_leaves_no_trace(services, cause, monkeypatch):
+    # Each fails after more than one chunk was already written with COPY, inside the transaction.
+    monkeypatch.setattr(intake, "CHUNK", 200)
+    n = 3 * intake.CHUNK + 50
+    if cause == "max_cost":
+        call = lambda: intake.submit(_spec(max_cost="1.00"), _numbers(n))  # 0.05 a segment: 32.50
+        expected = SubmissionError
+    elif cause == "source breaks":
+        call = lambda: intake.submit(_spec(), _failing_after(n, OSError("disk went away")))
+        expected = OSError
+    else:
+        configure(get_settings().model_copy(update={"max_recipients": intake.CHUNK + 10}))
+        call = lambda: intake.submit(_spec(), _numbers(n))
+        expected = TooManyRecipients
+    with pytest.raises(expected) as caught:
+        call()
+    assert _rows() == (0, 0, 0)
+    if cause == "too many":
+        assert f"at most {intake.CHUNK + 10:,} recipients" in str(caught.value)
+    if cause == "max_cost":
+        assert caught.value.errors[0]["loc"] == ["max_cost"]
+
+
+def test_recipients_are_streamed_chunk_by_chunk(services, monkeypatch):
+    monkeypatch.setattr(intake, "CHUNK", 500)
+    pulled = 0
+    pulled_at_writes = []
+
+    def source():
+        nonlocal pulled
+        for number in _numbers(3 * intake.CHUNK):
+            pulled += 1
+            yield number
+
+    write = intake._write
+
+    def recording_write(s, model, columns, rows):
+        if model is Message:
+            pulled_at_writes.append(pulled)
+        write(s, model, columns, rows)
+
+    monkeypatch.setattr(intake, "_write", recording_write)
+    receipt = intake.submit(_spec(), source())
+    assert receipt.accepted == 3 * intake.CHUNK
+    assert pulled_at_writes == [intake.CHUNK, 2 * intake.CHUNK, 3 * intake.CHUNK]
+
+
+def test_one_bad_recipient_never_sinks_the_campaign(services):
+    recipients = [
+        "+447400000001",
+        {"to": "+447400000002", "client_ref": "x" * 300},
+        {"to": "+447400000003", "callback_url": "ftp://nope"},
+        {"number": 447400000004},
+        {"name": "no number"},
+        ["+447400000005"],
+        {"to": "+447400000006", "client_ref": "ok", "callback_url": "https://example.com/cb"},
+    ]
+    receipt = intake.submit(_spec(message="Hi {name}"), recipients)
+    assert (receipt.submitted, receipt.accepted, receipt.invalid) == (7, 0, 7)
+    assert [r.reason for r in receipt.invalid_reasons] == [
+        "missing template field 'name'",
+        "client_ref must be a string of at most 255 characters",
+        "callback_url must be an http(s) URL",
+        "the number must be a string",
+        "no number under 'to' or 'number'",
+        "a recipient must be a string or an object",
+        "missing template field 'name'",
+    ]
+    receipt = intake.submit(_spec(), recipients)
+    assert (receipt.accepted, receipt.invalid) == (2, 5)
+    with db.session() as s:
+        stored = s.execute(select(Message.client_ref, Message.callback_url).where(
+            Message.campaign_id == uuid.UUID(receipt.campaign_id), Message.client_ref.is_not(None))).one()
+        kinds = dict(s.execute(select(Rejection.kind, func.count()).where(
+            Rejection.campaign_id == uuid.UUID(receipt.campaign_id)).group_by(Rejection.kind)).all())
+    assert tuple(stored) == ("ok", "https://example.com/cb")
+    assert kinds == {"invalid": 5}
+
+
+def test_idempotency_key_returns_the_first_receipt_and_writes_nothing(services):
+    first = intake.submit(_spec(idempotency_key="k-1"), list(_numbers(10)))
+    before = _rows()
+    again = intake.submit(_spec(idempotency_key="k-1", message="different"), list(_numbers(20)))
+    assert again == first
+    assert _rows() == before
+
+
+def test_personalised_bodies_are_stored_with_their_own_segments(services):
+    receipt = intake.submit(_spec(message="Hi {name}!"), [
+        {"to": "+447400000001", "name": "Ann"},
+        {"to": "+447400000002", "name": "Ярослава"},       # UCS-2
+        {"to": "+447400000003", "name": "x" * 200},        # two GSM-7 parts
+    ])
+    with db.session() as s:
+        rows = s.execute(select(Message.body, Message.encoding, Message.segments).where(
+            Message.campaign_id == uuid.UUID(receipt.campaign_id)).order_by(Message.phone)).all()
+    assert [(r.encoding, r.segments) for r in rows] == [("GSM7", 1), ("UCS2", 1), ("GSM7", 2)]
+    assert rows[0].body == "Hi Ann!"
+    assert receipt.segments == 4
+
+
+def test_parse_names_each_bad_field():
+    with pytest.raises(SubmissionError) as caught:
+        parse(Submission, {"from": "H", "message": "m", "recipients": ["+1"], "default_region": "GBR",
+                           "send_window": {"start": "9", "end": "20:00"}, "max_cost": -1})
+    assert sorted(tuple(e["loc"]) for e in caught.value.errors) == [
+        ("default_region",), ("max_cost",), ("send_window", "start")]
+    assert all("input" not in e for e in caught.value.errors)

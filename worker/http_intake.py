@@ -1,0 +1,92 @@
+"""HTTP routes for intake beyond ``POST /v1/campaigns``: the suppression list and the
+TikoSMS-compatible bulk endpoint, so a client written for TikoSMS can point at Herald unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+import campaigns
+from campaigns import suppressions
+from campaigns.errors import SubmissionError
+from campaigns.schema import InvalidSample
+
+router = APIRouter()
+
+
+class SuppressionsIn(BaseModel):
+    numbers: list[str] = Field(min_length=1, max_length=100_000)
+    default_region: str | None = Field(default=None, min_length=2, max_length=2)
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class SuppressionsChanged(BaseModel):
+    changed: int = Field(description="numbers added (or removed)")
+    unchanged: int = Field(description="numbers already on (or not on) the list")
+    invalid: list[InvalidSample]
+
+
+class SuppressionOut(BaseModel):
+    phone: str
+    reason: str | None
+    created_at: str
+
+
+class SuppressionPage(BaseModel):
+    suppressions: list[SuppressionOut]
+    next: str | None = Field(description="pass as `after` for the next page; null at the end")
+
+
+@router.get("/v1/suppressions", response_model=SuppressionPage)
+def list_suppressions(after: str | None = None,
+                      limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> SuppressionPage:
+    page = suppressions.entries(after=after, limit=limit)
+    return SuppressionPage(
+        suppressions=[SuppressionOut(phone=e.phone, reason=e.reason, created_at=e.created_at.isoformat())
+                      for e in page],
+        next=page[-1].phone if len(page) == limit else None,
+    )
+
+
+@router.post("/v1/suppressions", response_model=SuppressionsChanged)
+def add_suppressions(body: SuppressionsIn) -> SuppressionsChanged:
+    """Opt numbers out; they are normalised like recipients (national ones need default_region)."""
+    change = suppressions.add(body.numbers, region=body.default_region, reason=body.reason)
+    return SuppressionsChanged(**vars(change))
+
+
+@router.delete("/v1/suppressions/{number}", response_model=SuppressionsChanged)
+def remove_suppression(number: str, default_region: str | None = None) -> SuppressionsChanged:
+    change = suppressions.remove([number], region=default_region)
+    if change.invalid:
+        raise HTTPException(422, change.invalid[0].reason)
+    if not change.changed:
+        raise HTTPException(404, "the number is not on the suppression list")
+    return SuppressionsChanged(**vars(change))
+
+
+@router.post("/v1/messages", tags=["TikoSMS compatible"])
+async def tiko_bulk(request: Request) -> JSONResponse:
+    """TikoSMS's bulk send: ``{from, message, recipients: [{to, client_ref}], callback_url,
+    scheduled_at, concurrency}`` → ``{success, campaign_id, recipients, duplicates_removed}``.
+    Any other Herald submission field is accepted too; errors answer 422 ``{success: false, error}``.
+    """
+    try:
+        body = await request.json()
+    except ValueError:
+        return JSONResponse({"success": False, "error": "the body must be JSON"}, status_code=422)
+    if not isinstance(body, dict):
+        return JSONResponse({"success": False, "error": "the body must be a JSON object"}, status_code=422)
+    try:
+        receipt = await run_in_threadpool(campaigns.submit, body)
+    except SubmissionError as exc:
+        first = exc.errors[0]
+        error = ".".join(map(str, first["loc"])) + ": " + first["msg"] if first["loc"] else first["msg"]
+        return JSONResponse({"success": False, "error": error, "errors": exc.errors}, status_code=422)
+    return JSONResponse({"success": True, "campaign_id": receipt.campaign_id,
+                         "recipients": receipt.accepted, "duplicates_removed": receipt.duplicates})
