@@ -5,10 +5,10 @@ Redis result backend; HTTP against a running server; ``herald submit FILE`` as a
 """
 
 import json
+import os
 import subprocess
 import sys
 
-import httpx
 import pytest
 
 import campaigns
@@ -33,7 +33,7 @@ def _comparable(receipt: dict) -> dict:
 
 
 def _cli(env, *args, check=True) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "worker.cli", *args], cwd=ROOT, env={**env, "PATH": ""},
+    return subprocess.run([sys.executable, "-m", "worker.cli", *args], cwd=ROOT, env={**os.environ, **env},
                           capture_output=True, text=True, timeout=120, check=check)
 
 
@@ -43,7 +43,7 @@ def _write_csv(path, rows):
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def test_four_interfaces_return_the_same_receipt(services, start_worker, api_server, tmp_path):
+def test_four_interfaces_return_the_same_receipt(services, start_worker, api_client, tmp_path):
     from worker.app import app
 
     suppressions.add(["07400 654321"], region="GB")
@@ -54,7 +54,7 @@ def test_four_interfaces_return_the_same_receipt(services, start_worker, api_ser
     start_worker("--pool", "threads", "--concurrency", "2")
     celery = app.send_task("campaigns.submit", kwargs=submission).get(timeout=60)
 
-    response = httpx.post(f"{api_server.url}/v1/campaigns", json=submission, timeout=30)
+    response = api_client.post("/v1/campaigns", json=submission)
     assert response.status_code == 201, response.text
     http = response.json()
 
@@ -79,7 +79,7 @@ def test_four_interfaces_return_the_same_receipt(services, start_worker, api_ser
     keyed = {**submission, "idempotency_key": "order-77"}
     first = campaigns.submit(keyed).model_dump(mode="json")
     assert app.send_task("campaigns.submit", kwargs=keyed).get(timeout=60) == first
-    assert httpx.post(f"{api_server.url}/v1/campaigns", json=keyed, timeout=30).json() == first
+    assert api_client.post("/v1/campaigns", json=keyed).json() == first
     assert json.loads(_cli(services, "submit", str(csv_file), *flags, "--idempotency-key", "order-77").stdout) == first
 
     # A refusal reaches the Celery caller as SubmissionError with its field paths.
@@ -89,10 +89,10 @@ def test_four_interfaces_return_the_same_receipt(services, start_worker, api_ser
     assert {tuple(e["loc"]) for e in caught.value.errors} == {("from",), ("recipients",)}
 
 
-def test_http_422_names_every_bad_field(services, api_server):
+def test_http_422_names_every_bad_field(services, api_client):
     bad = {"from": "x" * 40, "message": "", "recipients": ["+447400123456", 7], "concurrency": 500,
            "send_window": {"start": "9am", "end": "20:00"}}
-    response = httpx.post(f"{api_server.url}/v1/campaigns", json=bad, timeout=30)
+    response = api_client.post("/v1/campaigns", json=bad)
     assert response.status_code == 422
     locs = {tuple(e["loc"]) for e in response.json()["detail"]}
     assert {("body", "from"), ("body", "message"), ("body", "concurrency"),
@@ -101,18 +101,18 @@ def test_http_422_names_every_bad_field(services, api_server):
     assert "input" not in response.text, "the 422 never echoes the input back"
 
     # Refusals decided by intake have the same shape.
-    response = httpx.post(f"{api_server.url}/v1/campaigns", timeout=30,
+    response = api_client.post("/v1/campaigns",
                           json={**SPEC, "recipients": ["+447400123456"], "provider": "nope"})
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "provider"]
 
 
-def test_too_many_recipients_names_the_limit_everywhere(services, api_server, tmp_path):
+def test_too_many_recipients_names_the_limit_everywhere(services, api_client, tmp_path):
     from campaigns.settings import configure, get_settings
 
     configure(get_settings().model_copy(update={"max_recipients": 3}))
     numbers = ["+447400123451", "+447400123452", "+447400123453", "+447400123454"]
-    response = httpx.post(f"{api_server.url}/v1/campaigns", json={**SPEC, "recipients": numbers}, timeout=30)
+    response = api_client.post("/v1/campaigns", json={**SPEC, "recipients": numbers})
     assert response.status_code == 422
     assert response.json()["detail"] == [{"loc": ["body", "recipients"], "type": "too_many_recipients",
                                           "msg": "a campaign holds at most 3 recipients (HERALD_MAX_RECIPIENTS)"}]
@@ -126,40 +126,40 @@ def test_too_many_recipients_names_the_limit_everywhere(services, api_server, tm
     assert "recipients:" in done.stderr
 
 
-def test_tikosms_compatible_bulk_endpoint(services, api_server):
+def test_tikosms_compatible_bulk_endpoint(services, api_client):
     body = {"from": "MyBrand", "message": "Big sale today!", "scheduled_at": "2099-08-12 10:00:00",
             "recipients": [{"to": "380501234567", "client_ref": "order-1"},
                            {"to": "+380501234567", "client_ref": "order-2"},
                            {"to": "+254712345678"}], "concurrency": 20}
-    response = httpx.post(f"{api_server.url}/v1/messages", json=body, timeout=30)
+    response = api_client.post("/v1/messages", json=body)
     assert response.status_code == 200, response.text
     data = response.json()
     # "380501234567" has no + and no region: TikoSMS reads it as international, Herald does not guess.
     assert (data["success"], data["recipients"], data["duplicates_removed"]) == (True, 2, 0)
-    report = httpx.get(f"{api_server.url}/v1/campaigns/{data['campaign_id']}", timeout=30).json()
+    report = api_client.get(f"/v1/campaigns/{data['campaign_id']}").json()
     assert report["status"] == "scheduled"
 
-    response = httpx.post(f"{api_server.url}/v1/messages", json={**body, "concurrency": 0}, timeout=30)
+    response = api_client.post("/v1/messages", json={**body, "concurrency": 0})
     assert response.status_code == 422
     assert response.json()["success"] is False and response.json()["error"].startswith("concurrency:")
 
 
-def test_suppressions_over_http_and_cli(services, api_server):
-    url = f"{api_server.url}/v1/suppressions"
-    added = httpx.post(url, json={"numbers": ["07400 123456", "+44 7400 123456", "nonsense"],
-                                  "default_region": "GB", "reason": "STOP"}, timeout=30).json()
+def test_suppressions_over_http_and_cli(services, api_client):
+    url = "/v1/suppressions"
+    added = api_client.post(url, json={"numbers": ["07400 123456", "+44 7400 123456", "nonsense"],
+                                  "default_region": "GB", "reason": "STOP"}).json()
     assert added == {"changed": 1, "unchanged": 0, "invalid": [{"position": 2, "reason": "not a phone number"}]}
 
     done = _cli(services, "suppress", "add", "+254 712 345 678", "0712 345 679", "--region", "KE", "--json")
     assert json.loads(done.stdout)["changed"] == 2
-    listed = httpx.get(url, timeout=30).json()
+    listed = api_client.get(url).json()
     assert [e["phone"] for e in listed["suppressions"]] == ["+254712345678", "+254712345679", "+447400123456"]
     assert listed["suppressions"][2]["reason"] == "STOP" and listed["next"] is None
     assert [json.loads(line)["phone"] for line in _cli(services, "suppress", "list", "--json").stdout.splitlines()] \
         == ["+254712345678", "+254712345679", "+447400123456"]
 
-    assert httpx.delete(f"{url}/%2B447400123456", timeout=30).status_code == 200
-    assert httpx.delete(f"{url}/%2B447400123456", timeout=30).status_code == 404
+    assert api_client.delete(f"{url}/%2B447400123456").status_code == 200
+    assert api_client.delete(f"{url}/%2B447400123456").status_code == 404
     removed = json.loads(_cli(services, "suppress", "remove", "+254712345678", "--json").stdout)
     assert removed["changed"] == 1
     assert [e.phone for e in suppressions.entries()] == ["+254712345679"]
