@@ -45,6 +45,6 @@ def record_inbound(s: Session, messages: list[InboundMessage]) -> int:
             continue
         added += s.execute(
             dialect.insert(Suppression).values(phone=number, reason="replied STOP")
-            .on_conflict_do_nothing()
-        ).rowcount
+            .on_conflict_do_nothing().returning(Suppression.phone)
+        ).first() is not None
     return added

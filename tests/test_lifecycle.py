@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from collections import Counter
 from datetime import timedelta
 
@@ -108,3 +110,20 @@ def test_messages_without_a_final_report_expire_after_the_validity(services):
         clock.set_clock(None)
     counts = _by_status(cid)
     assert counts == Counter({"expired": 2, "sent": 1})
+
+
+def test_cli_status_and_pause(services):
+    from click.testing import CliRunner
+
+    from worker.cli import main
+
+    cid = str(stored_campaign(numbers(2)))
+    runner = CliRunner()
+    shown = runner.invoke(main, ["status", cid, "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["counts"]["queued"] == 2
+    assert f"campaign {cid} paused" in runner.invoke(main, ["pause", cid]).output
+    table = runner.invoke(main, ["status", cid])
+    assert table.exit_code == 0 and "paused" in table.output
+    refused = runner.invoke(main, ["resume", str(uuid.uuid4())])
+    assert refused.exit_code == 1 and "no campaign" in refused.output

@@ -178,7 +178,7 @@ def _campaigns_of(reports: list[StatusReport], account: str) -> set[uuid.UUID]:
     ids = [r.message_id for r in reports if r.message_id is not None]
     refs = [r.provider_message_id for r in reports if r.provider_message_id]
     with db.session() as s:
-        return set(s.scalars(select(Message.campaign_id.distinct()).where(or_(
+        return set(s.scalars(select(Message.campaign_id).distinct().where(or_(
             Message.id.in_(ids), (Message.provider == account) & Message.provider_message_id.in_(refs),
         ))))
 
