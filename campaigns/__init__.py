@@ -17,6 +17,7 @@ def submit(submission: Submission | CampaignSpec | dict, recipients: Iterable[An
     """
     from campaigns import intake
     from campaigns.schema import parse
+    from campaigns.statuses import CampaignStatus
     from worker.dispatch import start_campaign
 
     if isinstance(submission, dict):
@@ -26,7 +27,7 @@ def submit(submission: Submission | CampaignSpec | dict, recipients: Iterable[An
     if recipients is None:
         recipients = submission.recipients
     receipt = intake.submit(submission, recipients)
-    if receipt.status == "running":  # a scheduled campaign is started by the scheduler when due
+    if receipt.status == CampaignStatus.RUNNING:  # a scheduled one is released by the scheduler
         start_campaign(receipt.campaign_id)
     return receipt
 

@@ -6,8 +6,9 @@ Celery app's ``imports``, then add one ``every(...)`` line here.
 
 
 def every(seconds: float, task: str) -> dict:
-    # A run still queued when the next is due is dropped: a stopped worker must not find a pile-up.
-    return {"task": task, "schedule": seconds, "options": {"expires": seconds}}
+    # Runs left queued for a minute are dropped, so workers back from an outage find no pile-up
+    # (a busy worker still gets a minute to reach each one).
+    return {"task": task, "schedule": seconds, "options": {"expires": max(seconds, 60.0)}}
 
 
 BEAT_SCHEDULE = {
