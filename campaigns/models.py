@@ -43,6 +43,8 @@ class Campaign(Base):
     estimated_cost: Mapped[Decimal | None] = mapped_column(Money)
     # Highest message id already published by fan-out: a crash resumes after it.
     fanout_checkpoint: Mapped[int] = mapped_column(BigInteger, default=0)
+    # When fan-out last moved the checkpoint: the sweeper restarts a fan-out that stopped moving.
+    fanout_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     started_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
@@ -83,6 +85,9 @@ class Message(Base):
     cost: Mapped[Decimal | None] = mapped_column(Money)
     not_before: Mapped[datetime | None]
     claimed_at: Mapped[datetime | None]
+    # When the retry published for this queued message is due; the sweeper republishes it once
+    # that is long past (the task was lost). NULL: published by fan-out (see Campaign.fanout_at).
+    due_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
     final_at: Mapped[datetime | None]
     # Last time the report poller asked the provider about this message.

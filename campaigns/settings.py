@@ -9,6 +9,7 @@ import functools
 import secrets
 from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,7 +24,12 @@ class ProviderAccount(BaseModel):
     username: str = ""
     password: SecretStr = SecretStr("")
     timeout_s: float = 10.0
+    # Limits shared by every worker (worker/throttle.py): sends per second (with `burst` allowed
+    # back to back), per minute and per day, and requests in flight at once.
     rate_per_s: float | None = None
+    burst: int = 1
+    per_minute: int | None = None
+    per_day: int | None = None
     max_in_flight: int | None = None
     # Price per segment by destination region ("*" for any other), for cost estimates.
     prices: dict[str, Decimal] = Field(default_factory=dict)
@@ -65,6 +71,28 @@ class Settings(BaseSettings):
     callback_secret: SecretStr | None = None
     # Deliveries of one callback before it is given up.
     callback_max_attempts: int = 12
+    # Limits over every provider account together; unset means none.
+    global_rate_per_s: float | None = None
+    global_burst: int = 1
+    global_max_in_flight: int | None = None
+    # Retries of a send the provider refused for now (5xx, timeouts before sending): full-jitter
+    # exponential backoff from retry_backoff_s, capped at retry_backoff_cap_s; failed after max_attempts.
+    max_attempts: int = 8
+    retry_backoff_s: float = 0.5
+    retry_backoff_cap_s: float = 60.0
+    # A granted send may sleep this long for its reserved rate slot instead of being requeued.
+    throttle_inline_wait_s: float = 0.5
+    # The sweeper (scheduler/sweep.py). A claim older than stale_claim_s is resolved: by asking the
+    # provider where it can be asked, else by stale_claim_policy: "unknown" (never resend blindly)
+    # or "resend" (at least once: may double a message the provider did get).
+    stale_claim_s: float = 120.0
+    stale_claim_policy: Literal["unknown", "resend"] = "unknown"
+    # A queued message whose task has been due this long without running is published again.
+    republish_after_s: float = 300.0
+    # A message whose worker died this many times while sending it ends failed (a poison message).
+    max_deliveries: int = 3
+    # How often beat runs the sweeper.
+    sweep_interval_s: float = 15.0
     log_json: bool = False
     log_level: str = "INFO"
 

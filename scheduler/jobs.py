@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from amqp.exceptions import ChannelError
 from sqlalchemy import select
 
 from campaigns import db
@@ -33,3 +34,24 @@ def close_finished_campaigns() -> int:
     with db.session() as s:
         running = list(s.scalars(select(Campaign.id).where(Campaign.status == CampaignStatus.RUNNING)))
         return sum(close_if_finished(s, cid) for cid in running)
+
+
+@periodic_task("herald.sweep")
+def sweep() -> dict:
+    """Republish lost sends, restart stalled fan-outs, resolve stale claims (scheduler/sweep.py)."""
+    from scheduler.sweep import sweep as run
+    from worker.tasks import fan_out, publish_sends
+
+    result = run(publish_sends, fan_out.delay, backlog=send_backlog)
+    return {"republished": result.republished, "fanouts": result.fanouts, "resolved": dict(result.resolved)}
+
+
+def send_backlog() -> int:
+    """Send tasks waiting in the broker's `send` queue (not those already taken by a worker)."""
+    from worker.app import app
+
+    with app.connection_for_read() as conn:
+        try:
+            return conn.default_channel.queue_declare("send", passive=True).message_count
+        except ChannelError:  # the queue does not exist: nothing was ever left in it
+            return 0

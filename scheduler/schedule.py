@@ -4,6 +4,8 @@ To add a job: write it with ``@periodic_task`` (scheduler/periodic.py) in a modu
 Celery app's ``imports``, then add one ``every(...)`` line here.
 """
 
+from campaigns.settings import get_settings
+
 
 def every(seconds: float, task: str) -> dict:
     # Runs left queued for a minute are dropped, so workers back from an outage find no pile-up
@@ -19,4 +21,6 @@ BEAT_SCHEDULE = {
     "poll-reports": every(10.0, "herald.poll_reports"),
     "expire-messages": every(60.0, "herald.expire_messages"),
     "deliver-callbacks": every(5.0, "herald.deliver_callbacks"),
+    # Republish lost sends, restart stalled fan-outs, resolve stale claims (scheduler/sweep.py).
+    "sweep": every(get_settings().sweep_interval_s, "herald.sweep"),
 }

@@ -9,9 +9,11 @@ from __future__ import annotations
 import functools
 import logging
 import random
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import case, func, or_, select, update
 
@@ -21,14 +23,16 @@ from campaigns.errors import (
     Ambiguous, Permanent, ProviderError, ProviderUnavailable, RateLimited, Retryable,
 )
 from campaigns.models import Campaign, Message
+from campaigns.settings import get_settings
 from campaigns.signing import webhook_url
 from campaigns.statuses import CampaignStatus, MessageStatus
 from scheduler.release import defer_if_closed, hold_outside_window
+from worker import throttle
 from worker.providers import Outgoing, get_provider
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 8
+# backoff()'s defaults; the send path passes HERALD_RETRY_BACKOFF_S and HERALD_RETRY_BACKOFF_CAP_S.
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 60.0
 
@@ -44,7 +48,8 @@ class Outcome:
 def backoff(attempt: int, *, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_CAP_S,
             rng: Callable[[], float] = random.random) -> float:
     """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
-    return rng() * min(cap, base * 2 ** max(attempt - 1, 0))
+    # The exponent is bounded so a large attempt count cannot overflow the float.
+    return rng() * min(cap, base * 2.0 ** min(max(attempt - 1, 0), 64))
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,7 @@ class CampaignInfo:
     template: str
     provider: str
     send_window: dict | None = None
+    concurrency: int | None = None
 
 
 @functools.lru_cache(maxsize=256)
@@ -60,7 +66,7 @@ def _campaign_info(campaign_id: uuid.UUID) -> CampaignInfo:
     # Sender, template and provider never change after intake, so each process reads them once.
     with db.session() as s:
         c = s.get(Campaign, campaign_id)
-        return CampaignInfo(c.sender, c.template, c.provider, c.send_window)
+        return CampaignInfo(c.sender, c.template, c.provider, c.send_window, c.concurrency)
 
 
 def claim(message_id: int) -> Message | None:
@@ -92,8 +98,14 @@ def send(message_id: int) -> Outcome:
         callback_url=webhook_url(info.provider, str(row.campaign_id)),
     )
     extra = {"campaign_id": str(row.campaign_id), "message_id": row.id, "provider": info.provider}
+    provider = get_provider(info.provider)  # made (once) before a rate slot is taken, not after
+    decision = throttle.acquire_for_send(info.provider, row.campaign_id, info.concurrency)
+    if not decision.granted:
+        return _defer(row, decision, extra)
+    if decision.wait:
+        time.sleep(decision.wait)  # a rate slot reserved a moment ahead
     try:
-        accepted = get_provider(info.provider).send(outgoing)
+        accepted = provider.send(outgoing)
     except Permanent as exc:
         _finish(row.id, MessageStatus.FAILED, str(exc))
         log.info("message failed permanently", extra=extra)
@@ -105,23 +117,40 @@ def send(message_id: int) -> Outcome:
         return Outcome(MessageStatus.SENDING)
     except (Retryable, RateLimited, ProviderUnavailable) as exc:
         return _retry_later(row, exc, extra)
+    finally:
+        throttle.release(decision)
     _record_sent(row.id, info.provider, accepted.provider_message_id, accepted.raw_status, accepted.cost)
     return Outcome(MessageStatus.SENT)
 
 
 def _retry_later(row, exc: ProviderError, extra: dict) -> Outcome:
-    if row.attempts >= MAX_ATTEMPTS:
+    settings = get_settings()
+    if row.attempts >= settings.max_attempts:
         _finish(row.id, MessageStatus.FAILED, f"gave up after {row.attempts} attempts: {exc}")
         log.warning("message failed after retries", extra=extra)
         return Outcome(MessageStatus.FAILED)
+    wait = exc.retry_after if isinstance(exc, RateLimited) else backoff(
+        row.attempts, base=settings.retry_backoff_s, cap=settings.retry_backoff_cap_s)
     with db.session() as s:
         s.execute(
             update(Message).where(Message.id == row.id, Message.status == MessageStatus.SENDING)
-            .values(status=MessageStatus.QUEUED, claimed_at=None, error=str(exc))
+            .values(status=MessageStatus.QUEUED, claimed_at=None, error=str(exc),
+                    due_at=now() + timedelta(seconds=wait))
         )
-    wait = exc.retry_after if isinstance(exc, RateLimited) else backoff(row.attempts)
     log.info("send will be retried", extra={**extra, "retry_in": round(wait, 2)})
     return Outcome(MessageStatus.QUEUED, retry_in=wait)
+
+
+def _defer(row, decision: throttle.Decision, extra: dict) -> Outcome:
+    """A limit is full: give the claim back without spending an attempt, and come back later."""
+    with db.session() as s:
+        s.execute(
+            update(Message).where(Message.id == row.id, Message.status == MessageStatus.SENDING)
+            .values(status=MessageStatus.QUEUED, claimed_at=None, attempts=Message.attempts - 1,
+                    due_at=now() + timedelta(seconds=decision.wait))
+        )
+    log.debug("send throttled", extra={**extra, "limit": decision.reason, "retry_in": round(decision.wait, 3)})
+    return Outcome("throttled", retry_in=decision.wait)
 
 
 def _record_sent(message_id: int, provider: str, provider_message_id: str, raw_status: str, cost) -> None:
@@ -175,7 +204,8 @@ def fan_out(campaign_id: str, publish: Callable[[list[int]], None], batch: int) 
         published += len(due)
         # Published before the checkpoint moves: a crash here republishes, and the claim dedups.
         with db.session() as s:
-            s.execute(update(Campaign).where(Campaign.id == cid).values(fanout_checkpoint=ids[-1]))
+            s.execute(update(Campaign).where(Campaign.id == cid)
+                      .values(fanout_checkpoint=ids[-1], fanout_at=now()))
 
 
 def start_campaign(campaign_id: str) -> None:

@@ -34,8 +34,13 @@ def fan_out(campaign_id: str) -> int:
 def send_message(self, message_id: int) -> str:
     outcome = dispatch.send(message_id)
     if outcome.retry_in is not None:
-        raise self.retry(countdown=min(outcome.retry_in, MAX_COUNTDOWN_S))
+        raise self.retry(countdown=countdown(outcome.retry_in))
     return outcome.status
+
+
+def countdown(wait: float) -> float:
+    """Every countdown Herald gives the broker: capped well below its visibility timeout."""
+    return min(max(wait, 0.0), MAX_COUNTDOWN_S)
 
 
 @app.task(name="herald.cancel_at_provider")

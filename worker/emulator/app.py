@@ -6,6 +6,8 @@ import asyncio
 import random
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import httpx
@@ -52,6 +54,9 @@ class Emulator:
         self.requests: list[tuple[float, str, str]] = []  # (time, provider, path)
         self.reports_pushed = 0
         self.reports_failed = 0
+        # Requests being served right now, and the most ever at once, per sender.
+        self.current: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
         self._lock = threading.Lock()
         self.rng = random.Random(self.knobs.seed)
         self._client: httpx.AsyncClient | None = None
@@ -61,6 +66,17 @@ class Emulator:
         k = self.knobs
         if k.latency_ms or k.jitter_ms:
             await asyncio.sleep(max(0.0, k.latency_ms + self.rng.uniform(-k.jitter_ms, k.jitter_ms)) / 1000)
+
+    @contextmanager
+    def in_flight(self, sender: str) -> Iterator[None]:
+        with self._lock:
+            self.current[sender] = self.current.get(sender, 0) + 1
+            self.peak[sender] = max(self.peak.get(sender, 0), self.current[sender])
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.current[sender] -= 1
 
     def authorised(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
@@ -100,7 +116,8 @@ class Emulator:
         with self._lock:
             records = [asdict(r) for r in self.records]
         return {"records": records, "requests": list(self.requests),
-                "reports_pushed": self.reports_pushed, "reports_failed": self.reports_failed}
+                "reports_pushed": self.reports_pushed, "reports_failed": self.reports_failed,
+                "peak_in_flight": dict(self.peak)}
 
 
 def create_app(emulator: Emulator | None = None) -> FastAPI:

@@ -1,0 +1,52 @@
+"""No countdown or ETA Herald hands the Redis broker can reach its visibility timeout.
+
+A Redis-broker task whose ETA lies beyond ``visibility_timeout`` is delivered again (and again).
+"""
+
+from hypothesis import given, strategies as st
+
+from campaigns.settings import Settings
+from scheduler.schedule import BEAT_SCHEDULE
+from worker import dispatch, tasks
+from worker.app import MAX_COUNTDOWN_S, celery_config
+
+# Room for the task's own run after its ETA (provider timeout, a throttled sleep) before the
+# visibility timeout could expire under it.
+RUN_MARGIN_S = 600
+
+
+def redis_config() -> dict:
+    return celery_config(Settings(_env_file=None, broker_url="redis://127.0.0.1:6379/0"))
+
+
+def test_the_countdown_cap_is_far_below_the_visibility_timeout():
+    config = redis_config()
+    for options in ("broker_transport_options", "result_backend_transport_options"):
+        assert MAX_COUNTDOWN_S + RUN_MARGIN_S <= config[options]["visibility_timeout"], options
+    assert not config.get("task_default_countdown")
+
+
+@given(st.floats(min_value=-1e12, max_value=1e12, allow_nan=False))
+def test_every_retry_countdown_is_capped(wait):
+    assert 0 <= tasks.countdown(wait) <= MAX_COUNTDOWN_S
+
+
+def test_defaults_that_feed_countdowns_stay_under_the_cap():
+    settings = Settings(_env_file=None)
+    assert dispatch.backoff(10_000, base=settings.retry_backoff_s, cap=settings.retry_backoff_cap_s,
+                            rng=lambda: 1.0) <= MAX_COUNTDOWN_S
+    # Limits refuse for at most a quota window; the task's countdown is capped on top of that.
+    assert tasks.countdown(86_400) == MAX_COUNTDOWN_S
+    assert settings.throttle_inline_wait_s < MAX_COUNTDOWN_S
+
+
+def test_periodic_jobs_run_well_inside_the_visibility_timeout():
+    timeout = redis_config()["broker_transport_options"]["visibility_timeout"]
+    for name, entry in BEAT_SCHEDULE.items():
+        assert float(entry["schedule"]) < timeout, name
+
+
+def test_send_tasks_only_retry_through_the_cap():
+    # The send task must not carry its own retry countdown that would bypass tasks.countdown().
+    assert tasks.send_message.default_retry_delay <= MAX_COUNTDOWN_S
+    assert tasks.send_message.max_retries is None  # throttled waits never exhaust a retry budget
