@@ -10,9 +10,9 @@ conditional UPDATE that re-checks what it saw, and only the run whose UPDATE mat
 - A running campaign whose fan-out stopped moving with messages past its checkpoint gets its
   fan-out started again; it resumes from the checkpoint.
 - A ``sending`` message claimed more than ``stale_claim_s`` ago lost its worker mid-send. The
-  provider is asked by Herald's reference where the adapter can (``lookup``); the answer settles
-  it (sent or final, or safe to send again if the provider never got it). Where nobody can be
-  asked, ``stale_claim_policy`` decides: ``unknown`` (default: never resend blindly) or
+  provider is asked by Herald's reference where the adapter can (``fetch_by_reference``); the
+  answer settles it (sent or final, or safe to send again if the provider never got it). Where
+  nobody can be asked, ``stale_claim_policy`` decides: ``unknown`` (default: never resend blindly) or
   ``resend`` (at least once). A message whose worker was lost ``max_deliveries`` times ends
   ``failed``: it is taken for a poison message that kills whoever sends it.
 """
@@ -151,11 +151,12 @@ def _lookup(account: str, reference: str):
     """Ask the provider about Herald's reference: a report, None (it never got it) or NOT_ASKED."""
     from worker.providers import get_provider
 
-    lookup = getattr(get_provider(account), "lookup", None)
-    if lookup is None:
+    provider = get_provider(account)
+    # The adapter contract's optional capability: announced by a flag, asked by Herald's own id.
+    if not getattr(provider, "lookup_by_reference", False):
         return NOT_ASKED
     try:
-        return lookup(reference)
+        return provider.fetch_by_reference(reference)
     except ProviderError as exc:
         log.warning("stale claim lookup failed", extra={"message_id": reference, "error": type(exc).__name__})
         return NOT_ASKED

@@ -100,12 +100,14 @@ def test_a_poison_message_ends_failed_instead_of_looping(campaign):
 
 
 class LookupProvider:
-    """An adapter that can be asked by Herald's reference (as issue 4's adapters can)."""
+    """An adapter that can be asked by Herald's reference (the contract's optional capability)."""
+
+    lookup_by_reference = True
 
     def __init__(self, known: dict[str, StatusReport]):
         self.known = known
 
-    def lookup(self, reference: str):
+    def fetch_by_reference(self, reference: str):
         return self.known.get(reference)
 
 

@@ -54,7 +54,7 @@ class Emulator:
         self.requests: list[tuple[float, str, str]] = []  # (time, provider, path)
         self.reports_pushed = 0
         self.reports_failed = 0
-        # Requests being served right now, and the most ever at once, per sender.
+        # Requests being served right now, and the most ever at once, per path.
         self.current: dict[str, int] = {}
         self.peak: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -68,15 +68,15 @@ class Emulator:
             await asyncio.sleep(max(0.0, k.latency_ms + self.rng.uniform(-k.jitter_ms, k.jitter_ms)) / 1000)
 
     @contextmanager
-    def in_flight(self, sender: str) -> Iterator[None]:
+    def in_flight(self, path: str) -> Iterator[None]:
         with self._lock:
-            self.current[sender] = self.current.get(sender, 0) + 1
-            self.peak[sender] = max(self.peak.get(sender, 0), self.current[sender])
+            self.current[path] = self.current.get(path, 0) + 1
+            self.peak[path] = max(self.peak.get(path, 0), self.current[path])
         try:
             yield
         finally:
             with self._lock:
-                self.current[sender] -= 1
+                self.current[path] -= 1
 
     def authorised(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
@@ -120,6 +120,19 @@ class Emulator:
                 "peak_in_flight": dict(self.peak)}
 
 
+class _CountInFlight:
+    """Plain ASGI middleware (cheap): counts requests being served per path."""
+
+    def __init__(self, app, emulator: Emulator):
+        self.app, self.emulator = app, emulator
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        with self.emulator.in_flight(scope["path"]):
+            await self.app(scope, receive, send)
+
+
 def create_app(emulator: Emulator | None = None) -> FastAPI:
     from worker.emulator import tikosms
 
@@ -127,6 +140,8 @@ def create_app(emulator: Emulator | None = None) -> FastAPI:
     app = FastAPI(title="Herald provider emulators")
     app.state.emulator = emulator
     app.include_router(tikosms.router(emulator), prefix="/tikosms")
+
+    app.add_middleware(_CountInFlight, emulator=emulator)
 
     @app.get("/_emulator/health")
     def health() -> dict:

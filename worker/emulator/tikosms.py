@@ -51,15 +51,12 @@ def router(emu: Emulator) -> APIRouter:
     @api.post("/v1/message")
     async def send(request: Request):
         emu.log_request(PROVIDER, "/v1/message")
+        await emu.delay()
+        if not emu.authorised(request):
+            return _error(401, "User not authenticated")
         try:
             body = await request.json()
         except ValueError:
-            body = None
-        with emu.in_flight(str(body.get("from")) if isinstance(body, dict) else ""):
-            await emu.delay()
-        if not emu.authorised(request):
-            return _error(401, "User not authenticated")
-        if not isinstance(body, dict):
             return _error(422, "The request body must be JSON.")
         missing = [k for k in ("from", "message", "to") if not body.get(k)]
         if missing:
