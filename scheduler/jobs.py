@@ -36,7 +36,9 @@ def close_finished_campaigns() -> int:
         return sum(close_if_finished(s, cid) for cid in running)
 
 
-@periodic_task("herald.sweep")
+# A short lock: a sweep killed with its worker must not hold the next ones off for long (two
+# sweeps at once are safe anyway; the lock only saves a duplicate scan).
+@periodic_task("herald.sweep", lock_ttl_s=10)
 def sweep() -> dict:
     """Republish lost sends, restart stalled fan-outs, resolve stale claims (scheduler/sweep.py)."""
     from scheduler.sweep import sweep as run

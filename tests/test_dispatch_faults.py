@@ -48,8 +48,9 @@ def herald_env(emulator: EmulatorProcess, *, account: dict | None = None, **sett
 
 
 # Sweeper timings for the tests that lose work: a claim is stale after 4 s (the provider timeout
-# is 2 s), a task is taken for lost 5 s after it was due, and beat sweeps every second.
-SWEEPING = {"stale_claim_s": 4, "republish_after_s": 5, "sweep_interval_s": 1}
+# is 2 s), a task is taken for lost 5 s after it was due, and beat sweeps every second. A report
+# push the loaded test process failed to take is made up by polling after 3 s.
+SWEEPING = {"stale_claim_s": 4, "republish_after_s": 5, "sweep_interval_s": 1, "poll_fallback_after_s": 3}
 
 
 @pytest.fixture
@@ -143,14 +144,15 @@ def test_kill_9_workers_repeatedly_loses_and_doubles_nothing(services, workers, 
     assert not doubled, f"sent more than once: {doubled}"
     # Every message but the unknown ones reached the emulator exactly once...
     assert [ref for ref, st in final.items() if st != MessageStatus.UNKNOWN and sent[ref] != 1] == []
-    # ...and an unknown one is a send cut by a kill before the provider took it: had it taken it,
-    # its delivery report would have settled the row. Nothing was resent blindly.
-    assert [ref for ref in unknown if sent[ref] != 0] == []
+    # ...and an unknown one is a send cut by a kill mid-request that no report settled: the
+    # provider may (rarely: its report would settle it) or may not have it. None was resent blindly.
+    assert [ref for ref in unknown if sent[ref] > 1] == []
     assert set(by_status) <= {MessageStatus.DELIVERED, MessageStatus.UNKNOWN}
     assert len(unknown) <= kills * 2 * 8, "more unknown than sends in flight at the kills"
     with capsys.disabled():
         print(f"\n[kill -9] {kills} kills at {points}: {dict(by_status)}; emulator recorded "
-              f"{sum(sent.values())} sends for {n} messages")
+              f"{sum(sent.values())} sends for {n} messages, {sum(sent[r] for r in unknown)} of "
+              f"them for unknown ones")
 
 
 @contextmanager

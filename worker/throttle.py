@@ -98,12 +98,16 @@ def _grant(lease: str, wait: float, limits: Limits) -> Decision:
 # Redis: one script, one round trip. Times are milliseconds (floats); `now` is Redis's own
 # clock unless the caller passes one, so workers on machines with skewed clocks agree.
 
-_ACQUIRE = """
+# Both scripts start here: ARGV[1] is the caller's time, or negative for Redis's own.
+_NOW = """
 local now = tonumber(ARGV[1])
 if now < 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 end
+"""
+
+_ACQUIRE = _NOW + """
 local inline = tonumber(ARGV[2])
 local lease = ARGV[3]
 local lease_ms = tonumber(ARGV[4])
@@ -192,12 +196,7 @@ end
 return {1, tostring(rate_wait), '', 0}
 """
 
-_RELEASE = """
-local now = tonumber(ARGV[1])
-if now < 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-end
+_RELEASE = _NOW + """
 local lease = ARGV[2]
 for i = 1, #KEYS do
   local taken = tonumber(redis.call('HGET', KEYS[i] .. ':taken', lease) or -1)
