@@ -159,3 +159,32 @@ def test_concurrent_callers_share_one_limit(throttle):
     for th in threads:
         th.join()
     assert 1 <= peak[0] <= 3
+
+
+def test_a_throttled_send_gives_its_claim_back_without_spending_an_attempt(services):
+    from sqlalchemy import select
+
+    from campaigns import db, intake
+    from campaigns.models import Message
+    from campaigns.schema import CampaignSpec
+    from campaigns.settings import get_settings
+    from worker import dispatch
+    from worker.throttle import get_throttle
+
+    spec = CampaignSpec.model_validate({"from": "Herald", "message": "hi", "default_region": "GB",
+                                        "concurrency": 1})
+    cid = intake.submit(spec, ["+447400123401"]).campaign_id
+    with db.session() as s:
+        message_id = s.scalar(select(Message.id).where(Message.campaign_id == cid))
+    # Given the campaign's one slot is held (by another worker, through the shared Redis)
+    held = get_throttle().acquire(limits_for(get_settings(), "tiko", cid, 1))
+    assert held.granted
+
+    outcome = dispatch.send(message_id)
+
+    assert outcome.status == "throttled" and 0 < outcome.retry_in < 5
+    with db.session() as s:
+        row = s.get(Message, message_id)
+        assert (row.status, row.attempts, row.claimed_at) == ("queued", 0, None)
+        assert row.due_at is not None
+    get_throttle().release(held)
