@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 import campaigns
 from campaigns import clock, db, lifecycle
 from campaigns.errors import InvalidTransition
-from campaigns.models import Message
+from campaigns.models import Callback, Message
 from campaigns.reports import campaign_report
 from campaigns.schema import CampaignSpec
 from campaigns.statuses import MessageStatus
@@ -68,7 +68,9 @@ def test_pause_and_resume_mid_campaign_send_each_recipient_exactly_once(services
 
 
 def test_cancel_turns_queued_messages_cancelled_over_http(services, api_server, api_headers):
-    cid = stored_campaign(numbers(5))
+    phones = numbers(5)
+    cid = stored_campaign([{"to": phones[0], "callback_url": "https://example.com/r"}, *phones[1:]],
+                          callback_url="https://example.com/c")
     url = f"{api_server.url}/v1/campaigns/{cid}"
     paused = httpx.post(f"{url}/pause", headers=api_headers, timeout=10)
     assert paused.status_code == 200 and paused.json()["status"] == "paused"
@@ -81,6 +83,9 @@ def test_cancel_turns_queued_messages_cancelled_over_http(services, api_server, 
     assert again.status_code == 409 and "cannot resume a cancelled campaign" in again.text
     with pytest.raises(InvalidTransition):
         lifecycle.pause(cid)
+    with db.session() as s:
+        queued = sorted(s.execute(select(Callback.kind, Callback.url)).all())
+    assert queued == [("campaign", "https://example.com/c"), ("message", "https://example.com/r")]
 
 
 def test_messages_are_listed_in_keyset_pages_without_numbers(services, api_server, api_headers):
@@ -125,5 +130,8 @@ def test_cli_status_and_pause(services):
     assert f"campaign {cid} paused" in runner.invoke(main, ["pause", cid]).output
     table = runner.invoke(main, ["status", cid])
     assert table.exit_code == 0 and "paused" in table.output
+    assert "cancelled" in runner.invoke(main, ["cancel", cid]).output
+    watched = runner.invoke(main, ["status", cid, "--watch", "--json"])
+    assert watched.exit_code == 0 and '"status": "cancelled"' in watched.output
     refused = runner.invoke(main, ["resume", str(uuid.uuid4())])
     assert refused.exit_code == 1 and "no campaign" in refused.output

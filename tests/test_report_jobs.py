@@ -152,3 +152,42 @@ def test_the_incoming_webhook_needs_a_provider_that_receives(services):
     wrong = httpx.post(account_webhook_url("tiko", "status").replace("/status/", "/incoming/"),
                        json={}, timeout=10)
     assert wrong.status_code == 401
+
+
+@pytest.fixture
+def silent_gateway(services, monkeypatch):
+    """A provider account whose adapter never reports (as the Laravel gateway), named "gw"."""
+    from campaigns.settings import configure, get_settings
+    from worker import providers
+
+    class NeverReports:
+        kind = "never-reports"
+        pushes_reports = False
+        can_poll = False
+
+    monkeypatch.setitem(providers.ADAPTERS, NeverReports.kind, NeverReports)
+    previous = get_settings()
+    accounts = {**previous.providers, "gw": ProviderAccount(kind=NeverReports.kind, base_url="http://gw")}
+    configure(previous.model_copy(update={"providers": accounts}))
+    yield "gw"
+    configure(previous)
+
+
+def test_messages_of_a_provider_that_never_reports_count_as_done_not_failed(silent_gateway):
+    from campaigns import lifecycle
+    from campaigns.reports import close_if_finished
+
+    cid = stored_campaign(numbers(3, seed=71))
+    mark_sent(cid, provider=silent_gateway)
+    clock.set_clock(lambda: clock._system() + timedelta(days=30))
+    try:
+        assert lifecycle.expire_overdue() == 0, "no report was ever coming, so none is overdue"
+    finally:
+        clock.set_clock(None)
+    with db.session() as s:
+        assert close_if_finished(s, cid)
+    report = campaign_report(cid)
+    assert report["status"] == "completed"
+    assert report["counts"]["sent"] == 3 and report["no_report"] == 3 and report["failed"] == 0
+    assert report["done"] == 3 and report["pending"] == 0 and report["delivery_rate"] == 0.0
+    assert report["by_provider"][silent_gateway]["no_report"] == 3
