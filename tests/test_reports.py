@@ -56,8 +56,9 @@ def test_the_same_report_posted_1000_times_at_once_changes_state_once(services):
     url = webhook_url("tiko", str(cid))
     body = tiko_row(mid, "DELIVRD")
 
-    with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=32)) as client, \
-            ThreadPoolExecutor(32) as pool:
+    # 16 at once: concurrent, yet within the API's database pool even on a crowded machine.
+    with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=16)) as client, \
+            ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(lambda _: client.post(url, json=body), range(1000)))
 
     assert {a.status_code for a in answers} == {200}
