@@ -33,6 +33,10 @@ def celery_config(settings: Settings) -> dict:
         # A task killed mid-run is delivered again; the message claim makes that harmless.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # Sends wait on the provider far longer than they compute: threads overlap those waits
+        # (prefork would need a process per in-flight send). Why these numbers: README, "Speed".
+        "worker_pool": "threads",
+        "worker_concurrency": 24,
         "worker_prefetch_multiplier": 4,
         # Flower reads these events.
         "worker_send_task_events": True,

@@ -75,7 +75,43 @@ def api(host: str, port: int) -> None:
 
     from worker.http import create_app
 
-    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+    # No access log: webhook paths carry tokens, and a line per delivery report costs throughput.
+    uvicorn.run(create_app(), host=host, port=port, log_level="info", access_log=False)
+
+
+@main.command()
+@click.option("--recipients", "-n", default=20_000, show_default=True, help="recipients in the campaign")
+@click.option("--latency-ms", default=50.0, show_default=True, help="the emulated provider's latency")
+@click.option("--workers", default=2, show_default=True, help="worker processes to start")
+@click.option("--stages", default="intake,fanout,dispatch,reports", show_default=True,
+              help="stages to time (each also runs those before it)")
+@click.option("--pool", help="worker pool instead of the configured one (threads, prefork, ...)")
+@click.option("--concurrency", type=int, help="worker concurrency instead of the configured one")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@click.option("--markdown", is_flag=True, help="print the README's table")
+def bench(recipients: int, latency_ms: float, workers: int, stages: str, pool: str | None,
+          concurrency: int | None, as_json: bool, markdown: bool) -> None:
+    """Time intake, fan-out, dispatch and reports on the real PostgreSQL and Redis."""
+    from rich.console import Console
+
+    from worker.bench import Options, run
+    from worker.bench.render import markdown as to_markdown
+    from worker.bench.render import table
+
+    console = Console(stderr=True)
+    opts = Options(recipients=recipients, latency_ms=latency_ms, workers=workers, pool=pool,
+                   concurrency=concurrency, stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
+                   say=lambda msg: console.print(f"[dim]bench: {msg}"))
+    try:
+        results = run(opts)
+    except HeraldError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(results))
+    elif markdown:
+        click.echo(to_markdown(results))
+    else:
+        Console().print(table(results))
 
 
 @main.group()

@@ -20,6 +20,7 @@ def submit(**submission: Any) -> dict:
 
 
 def publish_sends(ids: list[int]) -> None:
+    """Publish one send task per message id, all through one producer (one broker connection)."""
     with app.producer_or_acquire() as producer:
         for message_id in ids:
             send_message.apply_async((message_id,), producer=producer)

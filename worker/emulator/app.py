@@ -26,6 +26,8 @@ class Knobs(BaseModel):
     report_delay_ms: float = 50.0
     delivered_ratio: float = 1.0
     push_reports: bool = True
+    # Keep pushed reports back until POST /_emulator/release (the benchmark times them apart).
+    hold_reports: bool = False
     tokens: list[str] = ["test-token"]
     seed: int | None = None
 
@@ -57,6 +59,8 @@ class Emulator:
         # Requests being served right now, and the most ever at once, per path.
         self.current: dict[str, int] = {}
         self.peak: dict[str, int] = {}
+        self.held: list[tuple[str, dict]] = []
+        self.push_seconds: list[float] = []  # round trip of each successful report push
         self._lock = threading.Lock()
         self.rng = random.Random(self.knobs.seed)
         self._client: httpx.AsyncClient | None = None
@@ -103,8 +107,10 @@ class Emulator:
             self._client = httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=50))
         for attempt in range(5):
             try:
+                started = time.perf_counter()
                 response = await self._client.post(url, json=payload)
                 if response.status_code < 500:
+                    self.push_seconds.append(time.perf_counter() - started)
                     self.reports_pushed += 1
                     return
             except httpx.HTTPError:
@@ -112,10 +118,33 @@ class Emulator:
             await asyncio.sleep(0.2 * 2 ** attempt)
         self.reports_failed += 1
 
+    async def report(self, url: str, payload: dict) -> None:
+        if self.knobs.hold_reports:
+            self.held.append((url, payload))
+        else:
+            await self.push(url, payload)
+
+    async def release(self, concurrency: int = 64) -> int:
+        """Push every held report, ``concurrency`` at a time; returns how many were held."""
+        held, self.held = self.held, []
+        queue = iter(held)
+
+        async def pusher() -> None:
+            for url, payload in queue:
+                await self.push(url, payload)
+
+        for _ in range(concurrency):
+            asyncio.get_running_loop().create_task(pusher())
+        return len(held)
+
+    def stats(self) -> dict:
+        return {"accepted": len(self.records), "requests": len(self.requests), "held": len(self.held),
+                "reports_pushed": self.reports_pushed, "reports_failed": self.reports_failed}
+
     def snapshot(self) -> dict:
         with self._lock:
             records = [asdict(r) for r in self.records]
-        return {"records": records, "requests": list(self.requests),
+        return {"records": records, "requests": list(self.requests), "push_seconds": list(self.push_seconds),
                 "reports_pushed": self.reports_pushed, "reports_failed": self.reports_failed,
                 "peak_in_flight": dict(self.peak)}
 
@@ -150,6 +179,14 @@ def create_app(emulator: Emulator | None = None) -> FastAPI:
     @app.get("/_emulator/records")
     def records() -> dict:
         return emulator.snapshot()
+
+    @app.get("/_emulator/stats")
+    def stats() -> dict:
+        return emulator.stats()
+
+    @app.post("/_emulator/release")
+    async def release() -> dict:
+        return {"released": await emulator.release()}
 
     @app.put("/_emulator/knobs")
     def set_knobs(knobs: Knobs) -> Knobs:

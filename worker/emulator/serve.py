@@ -17,7 +17,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     knobs = Knobs.model_validate_json(args.knobs)
     uvicorn.run(create_app(Emulator(knobs)), host=args.host, port=args.port,
-                log_level="warning", access_log=False)
+                log_level="warning", access_log=False,
+                # Well past any pause between a client's requests: a connection closed under a
+                # client's reuse turns a send ambiguous, which a real provider's longer timeout avoids.
+                timeout_keep_alive=120)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def router(emu: Emulator) -> APIRouter:
         record.status = "DELIVRD" if emu.final_status() else "UNDELIV"
         record.delivered_at = time.time()
         if record.callback_url and emu.knobs.push_reports:
-            await emu.push(record.callback_url, _row(record, campaign_of[record.message_id]))
+            await emu.report(record.callback_url, _row(record, campaign_of[record.message_id]))
 
     @api.post("/v1/message")
     async def send(request: Request):

@@ -1,0 +1,70 @@
+"""`herald bench`: the JSON it prints has every figure, and the instruments it uses are right."""
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+from worker.bench.probes import PeakRss, percentile
+from worker.bench.recipients import recipients
+
+
+def test_bench_prints_every_figure_as_a_positive_number(pg_url, redis_url):
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("HERALD_")},
+           "HERALD_DATABASE_URL": pg_url, "HERALD_BROKER_URL": redis_url, "HERALD_REDIS_URL": redis_url}
+    out = subprocess.run([sys.executable, "-m", "worker.cli", "bench", "--recipients", "300", "--json"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.loads(out.stdout)
+
+    for stage in ("intake", "fanout", "dispatch", "reports", "baseline"):
+        assert results[stage]["rate"] > 0, stage
+        assert results[stage]["peak_rss_mb"] > 0, stage
+    assert results["dispatch"]["ratio_to_baseline"] > 0
+    assert results["intake"]["ratio_to_phonenumbers"] > 0
+    for stage in ("fanout", "dispatch", "reports"):
+        assert 0 < results[stage]["p50_ms"] <= results[stage]["p95_ms"], stage
+    intake = results["intake"]
+    assert intake["accepted"] + intake["duplicates"] + intake["invalid"] == 300
+    assert results["dispatch"]["messages"] == results["reports"]["reports"] == intake["accepted"]
+
+
+def test_bench_refuses_the_embedded_default(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    out = subprocess.run([sys.executable, "-m", "worker.cli", "bench", "--recipients", "10"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "HERALD_DATABASE_URL" in out.stderr and "postgresql://" in out.stderr
+
+
+def test_generated_recipients_mix_duplicates_and_invalid_numbers():
+    from campaigns.recipients import InvalidRecipient, normalise
+
+    seen, duplicates, invalid = set(), 0, 0
+    for raw in recipients(3000, seed=5):
+        try:
+            e164 = normalise(raw, "GB").e164
+        except InvalidRecipient:
+            invalid += 1
+            continue
+        duplicates += e164 in seen
+        seen.add(e164)
+    assert 0.07 < duplicates / 3000 < 0.13
+    assert 0.015 < invalid / 3000 < 0.045
+    assert list(recipients(50, seed=5)) == list(recipients(50, seed=5))
+
+
+def test_peak_rss_sees_memory_taken_after_reset():
+    rss = PeakRss().reset()
+    before = rss.mb()
+    ballast = bytearray(64 * 1024 * 1024)
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touch every page so it is resident
+    assert rss.mb() >= before + 60
+    del ballast
+
+
+def test_percentile_is_nearest_rank():
+    assert percentile([], 50) is None
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert percentile(list(range(1, 101)), 95) == 95
