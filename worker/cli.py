@@ -87,10 +87,12 @@ def api(host: str, port: int) -> None:
               help="stages to time (each also runs those before it)")
 @click.option("--pool", help="worker pool instead of the configured one (threads, prefork, ...)")
 @click.option("--concurrency", type=int, help="worker concurrency instead of the configured one")
+@click.option("--profile", "profile_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="write py-spy profiles of the workers and herald api here (needs py-spy)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.option("--markdown", is_flag=True, help="print the README's table")
 def bench(recipients: int, latency_ms: float, workers: int, stages: str, pool: str | None,
-          concurrency: int | None, as_json: bool, markdown: bool) -> None:
+          concurrency: int | None, profile_dir: Path | None, as_json: bool, markdown: bool) -> None:
     """Time intake, fan-out, dispatch and reports on the real PostgreSQL and Redis."""
     from rich.console import Console
 
@@ -100,7 +102,8 @@ def bench(recipients: int, latency_ms: float, workers: int, stages: str, pool: s
 
     console = Console(stderr=True)
     opts = Options(recipients=recipients, latency_ms=latency_ms, workers=workers, pool=pool,
-                   concurrency=concurrency, stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
+                   concurrency=concurrency, profile_dir=profile_dir,
+                   stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
                    say=lambda msg: console.print(f"[dim]bench: {msg}"))
     try:
         results = run(opts)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable
+import shutil
+import signal
+import subprocess
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -64,3 +69,41 @@ def percentile(values: list[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+@contextmanager
+def profiled(directory: Path | None, stage: str, pids: Iterable[int]) -> Iterator[None]:
+    """Sample ``pids`` with py-spy while the block runs; each gets a raw profile and a top list."""
+    spy = shutil.which("py-spy")
+    if directory is None or spy is None:
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    spies = {pid: subprocess.Popen(
+        [spy, "record", "--pid", str(pid), "--nonblocking", "--format", "raw",
+         "--output", str(directory / f"{stage}-{pid}.txt")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for pid in pids}
+    try:
+        yield
+    finally:
+        for proc in spies.values():
+            proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        for pid, proc in spies.items():
+            proc.wait(60)
+            raw = directory / f"{stage}-{pid}.txt"
+            if raw.exists():
+                raw.with_suffix(".top.txt").write_text(top_frames(raw))
+
+
+def top_frames(raw: Path, limit: int = 40) -> str:
+    """The functions present in the most samples of a py-spy raw profile (inclusive share)."""
+    frames: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        total += int(count)
+        for frame in set(stack.split(";")):
+            frames[frame] += int(count)
+    return "\n".join(f"{n / total:6.1%}  {frame}" for frame, n in frames.most_common(limit)) + "\n"

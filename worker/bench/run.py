@@ -41,7 +41,7 @@ from campaigns.models import Campaign, DeliveryReport, Message
 from campaigns.settings import ProviderAccount, Settings, configure, get_settings
 from campaigns.statuses import CampaignStatus, MessageStatus
 from worker.bench import baseline
-from worker.bench.probes import PeakRss, percentile, process_tree
+from worker.bench.probes import PeakRss, percentile, process_tree, profiled
 from worker.bench.recipients import read_lines, recipients_file
 
 STAGES = ("intake", "fanout", "dispatch", "reports")
@@ -57,6 +57,7 @@ class Options:
     stages: tuple[str, ...] = STAGES
     pool: str | None = None  # None: the pool operators get (worker/app.py)
     concurrency: int | None = None
+    profile_dir: Path | None = None  # py-spy profiles of the workers and herald api, per stage
     timeout_s: float = 120.0  # how long a stage may make no progress before the run gives up
     say: Callable[[str], None] = field(default=lambda _msg: None)
 
@@ -176,9 +177,10 @@ class _Bench:
         spec = CampaignSpec.model_validate({"from": baseline.SENDER, "message": baseline.BODY,
                                             "default_region": "GB", "provider": baseline.ACCOUNT})
         rss = PeakRss().reset()
-        started = time.perf_counter()
-        receipt = intake.submit(spec, read_lines(path))
-        elapsed = time.perf_counter() - started
+        with profiled(self.opts.profile_dir, "intake", [os.getpid()]):
+            started = time.perf_counter()
+            receipt = intake.submit(spec, read_lines(path))
+            elapsed = time.perf_counter() - started
         peak = rss.mb()
         n = self.opts.recipients
         pn_rate = _phonenumbers_rate(path)
@@ -204,9 +206,10 @@ class _Bench:
             batches.append(time.perf_counter() - started)
 
         rss = PeakRss().reset()
-        started = time.perf_counter()
-        published = dispatch.fan_out(campaign_id, timed_publish, get_settings().fanout_batch)
-        elapsed = time.perf_counter() - started
+        with profiled(self.opts.profile_dir, "fanout", [os.getpid()]):
+            started = time.perf_counter()
+            published = dispatch.fan_out(campaign_id, timed_publish, get_settings().fanout_batch)
+            elapsed = time.perf_counter() - started
         if published != accepted:
             raise RuntimeError(f"fan-out published {published} tasks for {accepted} messages")
         self.results["fanout"] = {
@@ -254,13 +257,14 @@ class _Bench:
         rss = PeakRss(lambda: process_tree(self.api.pid)).reset()
         pushed_before = self.emulator_stats()["reports_pushed"]
         started = time.time()
-        httpx.post(f"{self.emulator.url}/_emulator/release", timeout=30).raise_for_status()
 
         def completed() -> bool:
             with db.session() as s:
                 return s.scalar(select(Campaign.status).where(Campaign.id == cid)) == CampaignStatus.COMPLETED
 
-        _wait(completed, self.opts.timeout_s, "the campaign to complete")
+        with profiled(self.opts.profile_dir, "reports", process_tree(self.api.pid)):
+            httpx.post(f"{self.emulator.url}/_emulator/release", timeout=30).raise_for_status()
+            _wait(completed, self.opts.timeout_s, "the campaign to complete")
         peak = rss.mb()
         with db.session() as s:
             last = s.scalar(select(func.max(DeliveryReport.received_at)))
@@ -320,11 +324,13 @@ class _Bench:
         from worker.app import app
 
         before = self.emulator_stats()
-        rss = PeakRss(lambda: [pid for w in self.workers for pid in process_tree(w.pid)]).reset()
-        app.control.add_consumer(queue, destination=self.hostnames, reply=True, timeout=10)
-        goal = before["accepted"] + n
-        _wait_progressing(lambda: self.emulator_stats()["accepted"], goal, self.opts.timeout_s,
-                          f"{n} sends from queue {queue} (worker logs in {self.logdir})")
+        pids = [pid for w in self.workers for pid in process_tree(w.pid)]
+        rss = PeakRss(lambda: pids).reset()
+        with profiled(self.opts.profile_dir, queue, pids):
+            app.control.add_consumer(queue, destination=self.hostnames, reply=True, timeout=10)
+            goal = before["accepted"] + n
+            _wait_progressing(lambda: self.emulator_stats()["accepted"], goal, self.opts.timeout_s,
+                              f"{n} sends from queue {queue} (worker logs in {self.logdir})")
         peak = rss.mb()
         app.control.cancel_consumer(queue, destination=self.hostnames, reply=True, timeout=10)
         snap = self.emulator.records()
