@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -74,7 +75,7 @@ def percentile(values: list[float], q: float) -> float | None:
 @contextmanager
 def profiled(directory: Path | None, stage: str, pids: Iterable[int]) -> Iterator[None]:
     """Sample ``pids`` with py-spy while the block runs; each gets a raw profile and a top list."""
-    spy = shutil.which("py-spy")
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if directory is None or spy is None:
         yield
         return
