@@ -133,8 +133,8 @@ class Emulator:
             for url, payload in queue:
                 await self.push(url, payload)
 
-        for _ in range(concurrency):
-            asyncio.get_running_loop().create_task(pusher())
+        # Referenced until done: the event loop keeps only weak references to tasks.
+        self._pushers = {asyncio.get_running_loop().create_task(pusher()) for _ in range(concurrency)}
         return len(held)
 
     def stats(self) -> dict:
