@@ -139,3 +139,23 @@ def test_parse_names_each_bad_field():
     assert sorted(tuple(e["loc"]) for e in caught.value.errors) == [
         ("default_region",), ("max_cost",), ("send_window", "start")]
     assert all("input" not in e for e in caught.value.errors)
+
+
+def test_files_are_read_one_recipient_at_a_time(tmp_path):
+    from campaigns.recipients import InvalidRecipient
+    from campaigns.sources import read_recipients
+
+    spreadsheet = tmp_path / "export.csv"  # a spreadsheet's export: BOM, CRLF, capitalised header
+    spreadsheet.write_bytes("\ufeffName,To\r\nAnn,07400 123456\r\n\r\nBob,+254712345678\r\n".encode())
+    assert list(read_recipients(spreadsheet)) == [{"name": "Ann", "to": "07400 123456"},
+                                                  {"name": "Bob", "to": "+254712345678"}]
+    lines = tmp_path / "numbers.txt"
+    lines.write_text("+447400123456\n\n07400 123457\n")
+    assert list(read_recipients(lines)) == ["+447400123456", "07400 123457"]
+
+    jsonl = tmp_path / "people.jsonl"
+    jsonl.write_text('"+447400123456"\n{"to": "+254712345678", "name": "Wanjiru"}\n{not json\n')
+    first, second, broken = read_recipients(jsonl)
+    assert (first, second["name"]) == ("+447400123456", "Wanjiru")
+    with pytest.raises(InvalidRecipient, match="not valid JSON"):
+        intake.read_recipient(broken)
