@@ -76,7 +76,8 @@ class CampaignSpec(BaseModel):
     send_now: bool = False
     send_window: SendWindow | None = None
     concurrency: int | None = Field(default=None, ge=1, le=100)
-    max_cost: Decimal | None = Field(default=None, ge=0)
+    # The column is NUMERIC(14, 6): a larger cap would fail at the database instead of here.
+    max_cost: Decimal | None = Field(default=None, ge=0, lt=10**8)
     callback_url: str | None = None
     idempotency_key: str | None = Field(default=None, max_length=255)
     metadata: dict[str, Any] | None = None
