@@ -62,10 +62,28 @@ class SendWindow(BaseModel):
         return self
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 class CampaignSpec(BaseModel):
     """Everything about a campaign except its recipients, which may be streamed."""
 
     model_config = ConfigDict(populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        # PostgreSQL text cannot hold NUL: refuse it here, by name, rather than fail at the database.
+        if _has_nul(data):
+            raise ValueError("text may not contain NUL (\\u0000) characters")
+        return data
 
     sender: str = Field(alias="from", min_length=1, max_length=32)
     message: str = Field(min_length=1, max_length=1600)

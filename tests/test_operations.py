@@ -152,3 +152,18 @@ def test_logs_carry_ids_and_never_numbers_or_text(services, start_worker, emulat
     assert any(r["msg"] == "send will be retried" for r in about_messages)
     for r in about_messages:
         assert r["campaign_id"] == report["campaign_id"] and isinstance(r["message_id"], int), r
+
+
+def test_throttle_waits_are_counted():
+    from prometheus_client import REGISTRY
+
+    from worker.metrics import throttle_waited
+
+    def counted():
+        return (REGISTRY.get_sample_value("herald_throttle_waits_total", {"provider": "unit"}) or 0,
+                REGISTRY.get_sample_value("herald_throttle_wait_seconds_total", {"provider": "unit"}) or 0)
+
+    before = counted()
+    throttle_waited("unit", 0.25)
+    throttle_waited("unit", -1)  # a refused slot with no wait yet counts, without negative seconds
+    assert counted() == (before[0] + 2, before[1] + 0.25)
