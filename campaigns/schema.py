@@ -62,10 +62,28 @@ class SendWindow(BaseModel):
         return self
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 class CampaignSpec(BaseModel):
     """Everything about a campaign except its recipients, which may be streamed."""
 
     model_config = ConfigDict(populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        # PostgreSQL text cannot hold NUL: refuse it here, by name, rather than fail at the database.
+        if _has_nul(data):
+            raise ValueError("text may not contain NUL (\\u0000) characters")
+        return data
 
     sender: str = Field(alias="from", min_length=1, max_length=32)
     message: str = Field(min_length=1, max_length=1600)
@@ -76,7 +94,8 @@ class CampaignSpec(BaseModel):
     send_now: bool = False
     send_window: SendWindow | None = None
     concurrency: int | None = Field(default=None, ge=1, le=100)
-    max_cost: Decimal | None = Field(default=None, ge=0)
+    # The column is NUMERIC(14, 6): a larger cap would fail at the database instead of here.
+    max_cost: Decimal | None = Field(default=None, ge=0, lt=10**8)
     callback_url: str | None = None
     idempotency_key: str | None = Field(default=None, max_length=255)
     metadata: dict[str, Any] | None = None

@@ -11,7 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -95,6 +95,11 @@ class Settings(BaseSettings):
     sweep_interval_s: float = 15.0
     log_json: bool = False
     log_level: str = "INFO"
+    # A worker's main process serves its host's worker metrics on this port (unset: not served).
+    worker_metrics_port: int | None = None
+    # prometheus_client's own variable: where prefork children write their samples (see worker/metrics.py).
+    prometheus_multiproc_dir: str | None = Field(
+        None, validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"))
 
     @property
     def embedded(self) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import Celery
 import logging
 
-from celery.signals import after_setup_logger, worker_process_init
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_init, worker_process_init
 from kombu import Queue
 
 from campaigns.settings import Settings, get_settings
@@ -81,6 +81,22 @@ def _after_fork(**_):
 def _quiet_http_client(**_):
     # httpx logs each request URL at INFO; webhook URLs carry tokens.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _json_logs(logger, **_):
+    from worker.logs import use_json_if_configured
+
+    use_json_if_configured(logger)
+
+
+@worker_init.connect
+def _serve_metrics(**_):
+    # In the main process, before the pool forks: one exporter per worker host.
+    from worker.metrics import serve_worker_metrics
+
+    serve_worker_metrics()
 
 
 configure_app(get_settings())

@@ -10,6 +10,20 @@ import click
 
 from campaigns.errors import HeraldError, SubmissionError
 
+json_option = click.option("--json", "as_json", is_flag=True, help="print machine-readable JSON on stdout")
+
+
+def _err_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _out_console():
+    from rich.console import Console
+
+    return Console()
+
 
 @click.group()
 def main() -> None:
@@ -25,17 +39,19 @@ def db() -> None:
 
 
 @db.command("upgrade")
-def db_upgrade() -> None:
+@json_option
+def db_upgrade(as_json: bool) -> None:
     """Apply every migration to the configured database."""
     from campaigns import migrate
 
     migrate.upgrade()
-    click.echo(f"database at revision {migrate.current()}")
+    revision = migrate.current()
+    click.echo(json.dumps({"revision": revision}) if as_json else f"database at revision {revision}")
 
 
 @main.command()
 @click.option("--recipients", "-n", default=1000, show_default=True, help="recipients to generate")
-@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@json_option
 def demo(recipients: int, as_json: bool) -> None:
     """Run one generated campaign end to end against the built-in emulator."""
     import logging
@@ -54,29 +70,35 @@ def demo(recipients: int, as_json: bool) -> None:
 @click.option("--report-delay-ms", default=50.0, show_default=True)
 @click.option("--delivered-ratio", default=1.0, show_default=True)
 @click.option("--fail-5xx", default=0.0, show_default=True, help="share of sends answered 500")
+@click.option("--json", "as_json", is_flag=True, help="log JSON lines")
 def emulator(host: str, port: int, latency_ms: float, report_delay_ms: float,
-             delivered_ratio: float, fail_5xx: float) -> None:
+             delivered_ratio: float, fail_5xx: float, as_json: bool) -> None:
     """Serve the provider emulators (base URL http://HOST:PORT/tikosms, token test-token)."""
     import uvicorn
 
     from worker.emulator import Emulator, Knobs, create_app
 
+    _json_logs(as_json)
     knobs = Knobs(latency_ms=latency_ms, report_delay_ms=report_delay_ms,
                   delivered_ratio=delivered_ratio, fail_5xx=fail_5xx)
-    uvicorn.run(create_app(Emulator(knobs)), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(Emulator(knobs)), host=host, port=port, log_level="warning", log_config=None)
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True)
-def api(host: str, port: int) -> None:
-    """Serve the HTTP API (intake, status, delivery-report webhooks)."""
+@click.option("--json", "as_json", is_flag=True, help="log JSON lines")
+def api(host: str, port: int, as_json: bool) -> None:
+    """Serve the HTTP API (intake, status, delivery-report webhooks, /metrics, health)."""
     import uvicorn
 
     from worker.http import create_app
 
-    # No access log: webhook paths carry tokens, and a line per delivery report costs throughput.
-    uvicorn.run(create_app(), host=host, port=port, log_level="info", access_log=False)
+    _json_logs(as_json)
+    # log_config=None: uvicorn's records go through Herald's handler (plain or JSON, tokens redacted);
+    # no access log: a line per delivery report costs throughput.
+    uvicorn.run(create_app(), host=host, port=port, log_level="info", log_config=None,
+                access_log=False)
 
 
 @main.command()
@@ -117,6 +139,15 @@ def bench(recipients: int, latency_ms: float, workers: int, stages: str, pool: s
         Console().print(table(results))
 
 
+def _json_logs(as_json: bool) -> None:
+    if as_json:
+        from campaigns.settings import configure, get_settings
+        from worker.logs import setup_logging
+
+        configure(get_settings().model_copy(update={"log_json": True}))
+        setup_logging()
+
+
 @main.group()
 def keys() -> None:
     """API keys for callers of the HTTP API (shown once, stored only as SHA-256 hashes)."""
@@ -126,7 +157,7 @@ def keys() -> None:
 @click.argument("name")
 @click.option("--scope", "scopes", multiple=True, type=click.Choice(["campaigns:read", "campaigns:write"]),
               help="repeat for several; default: both")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def keys_create(name: str, scopes: tuple[str, ...], as_json: bool) -> None:
     """Create a key and print it, once: only its hash is kept."""
     from campaigns import apikeys
@@ -141,7 +172,7 @@ def keys_create(name: str, scopes: tuple[str, ...], as_json: bool) -> None:
 
 
 @keys.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def keys_list(as_json: bool) -> None:
     """List keys (never the keys themselves)."""
     from campaigns import apikeys
@@ -150,14 +181,21 @@ def keys_list(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows))
         return
+    from rich.table import Table
+
+    table = Table(title="API keys")
+    for column in ("id", "prefix", "name", "scopes", "created", "state"):
+        table.add_column(column)
     for r in rows:
-        state = f"revoked {r['revoked_at']}" if r["revoked_at"] else "active"
-        click.echo(f"{r['id']:>4}  {r['prefix']}…  {r['name']:<24} {' '.join(r['scopes']):<32} {state}")
+        state = f"revoked {r['revoked_at'][:19]}" if r["revoked_at"] else "active"
+        table.add_row(str(r["id"]), r["prefix"] + "…", r["name"], " ".join(r["scopes"]),
+                      (r["created_at"] or "")[:19], state)
+    _out_console().print(table)
 
 
 @keys.command("revoke")
 @click.argument("key_id", type=int)
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def keys_revoke(key_id: int, as_json: bool) -> None:
     """Revoke a key by its id; requests with it are refused from now on."""
     from campaigns import apikeys
@@ -178,21 +216,39 @@ def keys_revoke(key_id: int, as_json: bool) -> None:
 @click.option("--idempotency-key")
 @click.option("--max-cost", help="refuse the campaign if its estimated cost is higher")
 @click.option("--callback-url", help="URL told of the campaign's progress")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--follow", is_flag=True, help="then show a progress bar until the campaign ends")
+@json_option
 def submit(file: Path, sender: str, message: str, default_region: str | None,
            provider: str | None, idempotency_key: str | None, max_cost: str | None,
-           callback_url: str | None, as_json: bool) -> None:
-    """Submit a campaign from a CSV or JSONL file of recipients, streamed."""
+           callback_url: str | None, follow: bool, as_json: bool) -> None:
+    """Submit a campaign from a CSV or JSONL file of recipients, streamed, with a progress bar."""
     import campaigns
     from campaigns.sources import read_recipients
+    from worker.console import progress_bar
+    from worker.status_view import watch
 
     spec = {"from": sender, "message": message, "default_region": default_region, "provider": provider,
             "idempotency_key": idempotency_key, "max_cost": max_cost, "callback_url": callback_url}
+    console = _err_console()
+    with file.open("rb") as f:
+        lines = sum(1 for _ in f)
     try:
-        receipt = campaigns.submit({k: v for k, v in spec.items() if v is not None}, read_recipients(file))
+        with progress_bar(console, "reading recipients", transient=as_json) as progress:
+            bar = progress.add_task("read", total=lines, detail="")
+            receipt = campaigns.submit({k: v for k, v in spec.items() if v is not None},
+                                       _counted(read_recipients(file), progress, bar))
     except SubmissionError as exc:
         raise _refused(exc) from None
     click.echo(receipt.model_dump_json(indent=None if as_json else 2))
+    if follow:
+        watch(str(receipt.campaign_id), console, transient=as_json)
+
+
+def _counted(items: Iterator, progress, bar) -> Iterator:
+    for n, item in enumerate(items, 1):
+        if n % 1000 == 0:
+            progress.update(bar, completed=n)
+        yield item
 
 
 def _refused(exc: SubmissionError) -> click.ClickException:
@@ -278,22 +334,44 @@ def suppress_list(as_json: bool) -> None:
 
 @main.command()
 @click.argument("campaign_id")
-@click.option("--json", "as_json", is_flag=True)
-def report(campaign_id: str, as_json: bool) -> None:
-    """Print a campaign's exact aggregate."""
+@click.option("--follow", is_flag=True, help="show a progress bar until the campaign ends")
+@json_option
+def report(campaign_id: str, follow: bool, as_json: bool) -> None:
+    """Print a campaign's exact aggregate as a table (`herald status` with --watch does the same)."""
     from campaigns.reports import campaign_report
+    from worker import status_view
 
     try:
-        data = campaign_report(campaign_id)
+        data = (status_view.watch(campaign_id, _err_console(), transient=as_json) if follow
+                else campaign_report(campaign_id))
     except (HeraldError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(json.dumps(data, indent=None if as_json else 2))
+    if as_json:
+        click.echo(json.dumps(data))
+    else:
+        _out_console().print(status_view.summary_table(data))
+
+
+@main.command("campaigns")
+@click.option("--status", help="only campaigns in this status (running, completed, ...)")
+@click.option("--limit", default=50, show_default=True, help="newest first, at most this many")
+@json_option
+def list_campaigns(status: str | None, limit: int, as_json: bool) -> None:
+    """List campaigns, newest first, with their progress."""
+    from campaigns.overview import list_campaigns as overview
+    from worker.console import campaigns_table
+
+    rows = overview(status, limit)
+    if as_json:
+        click.echo(json.dumps(rows))
+    else:
+        _out_console().print(campaigns_table(rows))
 
 
 @main.command()
 @click.argument("campaign_id")
 @click.option("--watch", is_flag=True, help="redraw a live progress bar until the campaign ends")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def status(campaign_id: str, watch: bool, as_json: bool) -> None:
     """Show a campaign's progress and aggregate."""
     from rich.console import Console
@@ -315,14 +393,16 @@ def status(campaign_id: str, watch: bool, as_json: bool) -> None:
 def _lifecycle_command(action: str, done: str, doc: str) -> None:
     @main.command(name=action, help=doc)
     @click.argument("campaign_id")
-    def command(campaign_id: str) -> None:
+    @json_option
+    def command(campaign_id: str, as_json: bool) -> None:
         from campaigns import lifecycle
 
         try:
             getattr(lifecycle, action)(campaign_id)
         except (HeraldError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
-        click.echo(f"campaign {campaign_id} {done}")
+        click.echo(json.dumps({"campaign_id": campaign_id, "status": done}) if as_json
+                   else f"campaign {campaign_id} {done}")
 
 
 _lifecycle_command("pause", "paused", "Stop starting new sends; sends in flight finish.")
@@ -331,14 +411,19 @@ _lifecycle_command("cancel", "cancelled", "Cancel a campaign: queued messages be
 
 
 @main.command()
-def webhooks() -> None:
+@json_option
+def webhooks(as_json: bool) -> None:
     """Print each provider account's account-level webhook URLs (MobSMS status and incoming)."""
     from campaigns.settings import get_settings
     from campaigns.signing import account_webhook_url
 
-    for account in get_settings().providers:
-        for event in ("status", "incoming"):
-            click.echo(f"{account} {event}: {account_webhook_url(account, event)}")
+    urls = [{"account": account, "event": event, "url": account_webhook_url(account, event)}
+            for account in get_settings().providers for event in ("status", "incoming")]
+    if as_json:
+        click.echo(json.dumps(urls))
+        return
+    for u in urls:
+        click.echo(f"{u['account']} {u['event']}: {u['url']}")
 
 
 if __name__ == "__main__":

@@ -74,15 +74,13 @@ def generate(n: int, seed: int = 2026) -> Generated:
 
 def run(n: int, *, timeout_s: float = 300.0, as_json: bool = False) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
 
     import campaigns
     from campaigns import migrate
-    from campaigns.reports import campaign_report
     from campaigns.schema import CampaignSpec
     from campaigns.settings import ProviderAccount, configure, get_settings
     from worker.app import configure_app
+    from worker.status_view import summary_table, watch
     from worker.emulator import Knobs
     from worker.emulator.process import EmulatorProcess
     from worker.http import create_app as api_app
@@ -109,17 +107,7 @@ def run(n: int, *, timeout_s: float = 300.0, as_json: bool = False) -> int:
             "default_region": DEMO_REGION, "provider": "demo",
         })
         receipt = campaigns.submit(spec, generated.recipients)
-        report = campaign_report(receipt.campaign_id)
-        with Progress(TextColumn("[bold]sending"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
-                      console=console, transient=as_json) as progress:
-            bar = progress.add_task("send", total=receipt.accepted, detail="")
-            deadline = time.monotonic() + timeout_s
-            while report["final"] < receipt.accepted and time.monotonic() < deadline:
-                time.sleep(0.2)
-                report = campaign_report(receipt.campaign_id)
-                progress.update(bar, completed=report["final"],
-                                detail=f"sent {report['sent']} delivered {report['delivered']}")
+        report = watch(str(receipt.campaign_id), console, 0.2, timeout_s=timeout_s, transient=as_json)
     finally:
         worker.stop()
         api.stop()
@@ -134,17 +122,8 @@ def run(n: int, *, timeout_s: float = 300.0, as_json: bool = False) -> int:
 
         print(json.dumps({**report, "expected": vars(generated) | {"recipients": n}, "ok": expected_ok}))
     else:
-        table = Table(title=f"Campaign {receipt.campaign_id}", show_header=False)
-        for label, value in (
-            ("submitted", report["submitted"]), ("duplicates removed", report["duplicates"]),
-            ("invalid", report["invalid"]), ("accepted", report["accepted"]),
-            ("sent", report["sent"]), ("delivered", report["delivered"]), ("failed", report["failed"]),
-            ("delivery rate", f"{report['delivery_rate']:.1%}"), ("segments", report["segments"]),
-            ("cost (estimate)", f"{report['cost']} ({report['estimated_cost']})"),
-            ("status", report["status"]), ("elapsed", f"{elapsed:.1f} s"),
-        ):
-            table.add_row(label, str(value))
-        console.print(table)
+        console.print(summary_table(report))
+        console.print(f"elapsed {elapsed:.1f} s")
         if not expected_ok:
             console.print("[red]the report does not match what was generated")
     return 0 if expected_ok else 1

@@ -27,7 +27,7 @@ from campaigns.settings import get_settings
 from campaigns.signing import webhook_url
 from campaigns.statuses import CampaignStatus, MessageStatus
 from scheduler.release import defer_if_closed, hold_outside_window
-from worker import throttle
+from worker import metrics, throttle
 from worker.providers import Outgoing, get_provider
 
 log = logging.getLogger(__name__)
@@ -100,12 +100,15 @@ def send(message_id: int) -> Outcome:
     extra = {"campaign_id": str(row.campaign_id), "message_id": row.id, "provider": info.provider}
     provider = get_provider(info.provider)  # made (once) before a rate slot is taken, not after
     decision = throttle.acquire_for_send(info.provider, row.campaign_id, info.concurrency)
+    if decision.wait or not decision.granted:
+        metrics.throttle_waited(info.provider, decision.wait)
     if not decision.granted:
         return _defer(row, decision, extra)
     if decision.wait:
         time.sleep(decision.wait)  # a rate slot reserved a moment ahead
     try:
-        accepted = provider.send(outgoing)
+        with metrics.provider_request(info.provider):
+            accepted = provider.send(outgoing)
     except Permanent as exc:
         _finish(row.id, MessageStatus.FAILED, str(exc))
         log.info("message failed permanently", extra=extra)

@@ -6,7 +6,8 @@ import uuid
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 import campaigns
@@ -17,8 +18,13 @@ from campaigns.optout import record_inbound
 from campaigns.reports import StatusReport, apply_report, campaign_report, close_if_finished
 from campaigns.schema import Receipt, Submission
 from campaigns.signing import valid_account_webhook_token, valid_webhook_token
-from worker import auth, http_intake
+from worker import auth, health, http_intake, metrics
+from worker.logs import log_context
 from worker.providers import get_provider
+
+
+_NOT_FOUND = {404: {"description": "no such campaign"}}
+_CONTROL_ERRORS = {**_NOT_FOUND, 409: {"description": "the campaign's status does not allow this"}}
 
 
 def create_app() -> FastAPI:
@@ -30,7 +36,8 @@ def create_app() -> FastAPI:
     # echoing the input (it may hold numbers or message text).
     @app.exception_handler(SubmissionError)
     async def _refused(_request: Request, exc: SubmissionError):
-        return JSONResponse({"detail": [{**e, "loc": ["body", *e["loc"]]} for e in exc.errors]}, status_code=422)
+        return JSONResponse({"detail": [{"type": "submission_error", **e, "loc": ["body", *e["loc"]]} for e in exc.errors]},
+                            status_code=422)
 
     @app.exception_handler(RequestValidationError)
     async def _malformed(_request: Request, exc: RequestValidationError):
@@ -45,9 +52,21 @@ def create_app() -> FastAPI:
     async def _conflict(_request: Request, exc: InvalidTransition):
         return JSONResponse({"detail": str(exc)}, status_code=409)
 
-    @app.get("/healthz")
+    @app.get("/healthz", tags=["health"])
     def healthz() -> dict:
+        """Liveness: the process serves requests."""
         return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "the database or the broker is unreachable"}})
+    def readyz() -> JSONResponse:
+        """Readiness: the database and the broker answer."""
+        ok, checks = health.readiness()
+        return JSONResponse({"status": "ok" if ok else "unavailable", **checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    def prometheus_metrics() -> Response:
+        """Prometheus metrics: state counted from the database and broker, plus worker events."""
+        return Response(generate_latest(metrics.registry(state=True)), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/campaigns", response_model=Receipt, status_code=201)
     def submit_campaign(submission: Submission) -> Receipt:
@@ -55,30 +74,30 @@ def create_app() -> FastAPI:
 
     app.include_router(http_intake.router)
 
-    @app.get("/v1/campaigns/{campaign_id}")
+    @app.get("/v1/campaigns/{campaign_id}", responses=_NOT_FOUND)
     def get_campaign(campaign_id: uuid.UUID) -> dict:
         """The exact aggregate: counts per status, delivery rate, cost, latency, per provider and country."""
         return campaign_report(campaign_id)
 
-    @app.post("/v1/campaigns/{campaign_id}/pause")
+    @app.post("/v1/campaigns/{campaign_id}/pause", responses=_CONTROL_ERRORS)
     def pause_campaign(campaign_id: uuid.UUID) -> dict:
         """No new send starts; sends already at the provider finish. 409 unless running."""
         lifecycle.pause(campaign_id)
         return campaign_report(campaign_id)
 
-    @app.post("/v1/campaigns/{campaign_id}/resume")
+    @app.post("/v1/campaigns/{campaign_id}/resume", responses=_CONTROL_ERRORS)
     def resume_campaign(campaign_id: uuid.UUID) -> dict:
         """Continue a paused campaign; nothing already sent is sent again."""
         lifecycle.resume(campaign_id)
         return campaign_report(campaign_id)
 
-    @app.post("/v1/campaigns/{campaign_id}/cancel")
+    @app.post("/v1/campaigns/{campaign_id}/cancel", responses=_CONTROL_ERRORS)
     def cancel_campaign(campaign_id: uuid.UUID) -> dict:
         """Queued messages become cancelled; sent ones are cancelled at providers that can."""
         lifecycle.cancel(campaign_id)
         return campaign_report(campaign_id)
 
-    @app.get("/v1/campaigns/{campaign_id}/messages")
+    @app.get("/v1/campaigns/{campaign_id}/messages", responses=_NOT_FOUND)
     def campaign_messages(campaign_id: uuid.UUID, after: int = Query(0, ge=0),
                           limit: int = Query(100, ge=1, le=1000), status: str | None = None) -> dict:
         """One keyset page of messages (ids and statuses, no numbers); pass ``next_after`` as ``after``."""
@@ -159,7 +178,7 @@ async def _reports(account: str, request: Request) -> tuple[dict, list[StatusRep
 
 def _apply(account: str, campaign_id: uuid.UUID | None, reports: list, payload: dict) -> int:
     # Stored and applied in one transaction before the 2xx: an acknowledged report is never lost.
-    with db.session() as s:
+    with log_context(campaign_id=str(campaign_id) if campaign_id else None), db.session() as s:
         moved = [apply_report(s, account, r, payload, campaign_id=campaign_id) for r in reports]
     if any(moved):
         touched = {campaign_id} if campaign_id else _campaigns_of(reports, account)

@@ -60,17 +60,23 @@ def add_suppressions(body: SuppressionsIn) -> SuppressionsChanged:
     return SuppressionsChanged(**vars(change))
 
 
-@router.delete("/v1/suppressions/{number}", response_model=SuppressionsChanged)
+@router.delete("/v1/suppressions/{number}", response_model=SuppressionsChanged,
+               responses={404: {"description": "the number is not on the suppression list"}})
 def remove_suppression(number: str, default_region: str | None = None) -> SuppressionsChanged:
     change = suppressions.remove([number], region=default_region)
     if change.invalid:
-        raise HTTPException(422, change.invalid[0].reason)
+        # The documented 422 shape, like every other 422.
+        raise HTTPException(422, [{"loc": ["path", "number"], "msg": change.invalid[0].reason,
+                                   "type": "invalid_number"}])
     if not change.changed:
         raise HTTPException(404, "the number is not on the suppression list")
     return SuppressionsChanged(**vars(change))
 
 
-@router.post("/v1/messages", tags=["TikoSMS compatible"])
+@router.post("/v1/messages", tags=["TikoSMS compatible"], responses={422: {
+    "description": "TikoSMS's error shape: `{success: false, error, errors}`",
+    "content": {"application/json": {"schema": {"type": "object", "properties": {
+        "success": {"type": "boolean"}, "error": {"type": "string"}, "errors": {"type": "array"}}}}}}})
 async def tiko_bulk(request: Request) -> JSONResponse:
     """TikoSMS's bulk send: ``{from, message, recipients: [{to, client_ref}], callback_url,
     scheduled_at, concurrency}`` → ``{success, campaign_id, recipients, duplicates_removed}``.

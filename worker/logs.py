@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from campaigns.settings import get_settings
 
@@ -27,13 +31,62 @@ class PlainFormatter(logging.Formatter):
         return line + ("".join(f" {k}={v}" for k, v in extra.items()) if extra else "")
 
 
+# A webhook URL's last segment is an HMAC token: a secret, whoever logs the URL (e.g. an access log).
+_WEBHOOK_TOKEN = re.compile(r"(/v1/webhooks/[^/\s]+/[^/\s]+/)[^/?\s\"']+")
+
+
+class RedactWebhookTokens(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _WEBHOOK_TOKEN.sub(r"\1<token>", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+_context: contextvars.ContextVar[dict] = contextvars.ContextVar("herald_log_context", default={})
+
+
+@contextmanager
+def log_context(**ids) -> Iterator[None]:
+    """Every record logged inside carries these ids (campaign_id, message_id) unless it names its own."""
+    token = _context.set({**_context.get(), **{k: v for k, v in ids.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+class ContextIds(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in _context.get().items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
+
+def _install_filters(handler: logging.Handler) -> None:
+    for f in (ContextIds(), RedactWebhookTokens()):
+        if not any(type(existing) is type(f) for existing in handler.filters):
+            handler.addFilter(f)
+
+
 def setup_logging() -> None:
     settings = get_settings()
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if settings.log_json
                          else PlainFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    _install_filters(handler)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
     # httpx logs every request URL at INFO; webhook URLs carry tokens.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def use_json_if_configured(logger: logging.Logger) -> None:
+    """Give Celery's own handlers Herald's filters, and the JSON formatter when HERALD_LOG_JSON is set."""
+    for handler in logger.handlers:
+        _install_filters(handler)
+        if get_settings().log_json:
+            handler.setFormatter(JsonFormatter())

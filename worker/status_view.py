@@ -38,16 +38,19 @@ def _detail(report: dict) -> str:
             f"delivered {report['delivered']} failed {report['failed']}")
 
 
-def watch(campaign_id: str, console: Console, every_s: float = 0.5) -> dict:
-    """Redraw until the campaign ends (or Ctrl-C); returns the last report."""
+def watch(campaign_id: str, console: Console, every_s: float = 0.5, *,
+          timeout_s: float | None = None, transient: bool = False) -> dict:
+    """Redraw until the campaign ends (or Ctrl-C, or ``timeout_s``); returns the last report."""
     report = campaign_report(campaign_id)
+    deadline = time.monotonic() + timeout_s if timeout_s is not None else None
     with Progress(TextColumn("[bold]done"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console) as progress:
+                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console,
+                  transient=transient) as progress:
         bar = progress.add_task("campaign", total=report["accepted"], detail=_detail(report))
         try:
             while True:
                 progress.update(bar, completed=report["done"], detail=_detail(report))
-                if report["status"] in ENDED:
+                if report["status"] in ENDED or (deadline is not None and time.monotonic() > deadline):
                     break
                 time.sleep(every_s)
                 report = campaign_report(campaign_id)

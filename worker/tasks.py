@@ -7,6 +7,7 @@ from typing import Any
 from campaigns.settings import get_settings
 from worker import dispatch
 from worker.app import MAX_COUNTDOWN_S, app
+from worker.logs import log_context
 
 
 @app.task(name="campaigns.submit", ignore_result=False)
@@ -28,12 +29,14 @@ def publish_sends(ids: list[int]) -> None:
 
 @app.task(name="herald.fan_out")
 def fan_out(campaign_id: str) -> int:
-    return dispatch.fan_out(campaign_id, publish_sends, get_settings().fanout_batch)
+    with log_context(campaign_id=campaign_id):
+        return dispatch.fan_out(campaign_id, publish_sends, get_settings().fanout_batch)
 
 
 @app.task(name="herald.send_message", bind=True, max_retries=None)
 def send_message(self, message_id: int) -> str:
-    outcome = dispatch.send(message_id)
+    with log_context(message_id=message_id):
+        outcome = dispatch.send(message_id)
     if outcome.retry_in is not None:
         raise self.retry(countdown=countdown(outcome.retry_in))
     return outcome.status
