@@ -75,8 +75,9 @@ class Emulator:
         self.knobs = knobs or Knobs()
         self.records: list[Record] = []
         self.by_id: dict[str, Record] = {}
-        # (arrival time, provider, path, status answered, account: a hash of the credential)
-        self.requests: list[tuple[float, str, str, int, str]] = []
+        # (arrival time, provider, path, status answered, account: a hash of the credential,
+        #  time the answer was sent)
+        self.requests: list[tuple[float, str, str, int, str, float]] = []
         self._windows: dict[tuple[str, str], tuple[float, int]] = {}
         self.reports_pushed = 0
         self.reports_failed = 0
@@ -113,7 +114,7 @@ class Emulator:
 
     def log_request(self, provider: str, path: str, status: int = 0, account: str = "",
                     at: float | None = None) -> None:
-        self.requests.append((at or time.time(), provider, path, status, account))
+        self.requests.append((at or time.time(), provider, path, status, account, time.time()))
 
     def gate(self, provider: str, account: str, authorised: bool, *, send: bool) -> tuple[int, float] | None:
         """The failure to answer instead of serving, as (status, retry_after), or None."""
