@@ -52,13 +52,9 @@ class AikDataProvider(BaseProvider):
         return Accepted(str(data["id"]), raw, STATUS_MAP.get(raw.lower(), MessageStatus.SENT))
 
     def fetch_status(self, provider_message_id: str) -> StatusReport | None:
-        with transport_errors():
-            response = self.client.get(f"/messages/{provider_message_id}")
-        if response.status_code == 404:
+        data = self.call("GET", f"/messages/{provider_message_id}", missing_ok=True)
+        if data is None:
             return None
-        data = json_body(response)
-        if response.status_code != 200:
-            raise classify(response, error_text(data))
         raw = str(data.get("status", ""))
         return StatusReport(raw_status=raw, status=STATUS_MAP.get(raw.lower()),
                             provider_message_id=str(data.get("id") or provider_message_id),

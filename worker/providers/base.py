@@ -102,6 +102,19 @@ class BaseProvider:
     def close(self) -> None:
         self.client.close()
 
+    def call(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), missing_ok: bool = False,
+             **kwargs) -> dict | None:
+        """One request: transport failures mapped, a non-``ok`` answer classified, the JSON body
+        returned (None for a 404 when ``missing_ok``: the provider has no such message)."""
+        with transport_errors():
+            response = self.client.request(method, path, **kwargs)
+        if missing_ok and response.status_code == 404:
+            return None
+        data = json_body(response)
+        if response.status_code not in ok:
+            raise classify(response, error_text(data))
+        return data
+
 
 def retry_after(response: httpx.Response, default: float = 1.0) -> float:
     """Seconds to wait: ``Retry-After``, else ``x-ratelimit-reset`` (a delay or a Unix time)."""

@@ -61,9 +61,4 @@ class LaravelProvider(BaseProvider):
     def balance(self) -> Decimal | None:
         if self.v1:
             return None  # only the v2 API has a balance endpoint
-        with transport_errors():
-            response = self.client.get("/api/v2/account/balance")
-        data = json_body(response)
-        if response.status_code != 200:
-            raise classify(response, error_text(data))
-        return to_decimal(data.get("balance"))
+        return to_decimal(self.call("GET", "/api/v2/account/balance").get("balance"))

@@ -69,23 +69,15 @@ class MobSmsProvider(BaseProvider):
         return [_report(row)]
 
     def fetch_status(self, provider_message_id: str) -> StatusReport | None:
-        with transport_errors():
-            response = self.client.get(f"/api/sms/{provider_message_id}")
-        if response.status_code == 404:
+        data = self.call("GET", f"/api/sms/{provider_message_id}", missing_ok=True)
+        if data is None:
             return None
-        data = json_body(response)
-        if response.status_code != 200:
-            raise classify(response, error_text(data))
         return _report(data["data"]) if isinstance(data.get("data"), dict) else None
 
     def fetch_by_reference(self, reference: str) -> StatusReport | None:
         """Search the newest outbound messages for our ``my_id`` (the API has no filter for it)."""
         for page in range(1, LOOKUP_PAGES + 1):
-            with transport_errors():
-                response = self.client.get("/api/sms", params={"direction": "outbound", "page": page})
-            data = json_body(response)
-            if response.status_code != 200:
-                raise classify(response, error_text(data))
+            data = self.call("GET", "/api/sms", params={"direction": "outbound", "page": page})
             listing = data.get("data") or {}
             rows = listing.get("data") or []
             for row in rows:
@@ -106,20 +98,12 @@ class MobSmsProvider(BaseProvider):
         return bool(data.get("success"))
 
     def balance(self) -> Decimal | None:
-        with transport_errors():
-            response = self.client.get("/api/account")
-        data = json_body(response)
-        if response.status_code != 200:
-            raise classify(response, error_text(data))
+        data = self.call("GET", "/api/account")
         return to_decimal(((data.get("data") or {}).get("user") or {}).get("balance"))
 
     def price(self, region: str) -> Decimal | None:
         """The default active device's ``sms_rate`` (a phone prices every destination alike)."""
-        with transport_errors():
-            response = self.client.get("/api/devices")
-        data = json_body(response)
-        if response.status_code != 200:
-            raise classify(response, error_text(data))
+        data = self.call("GET", "/api/devices")
         devices = [d for d in data.get("data") or [] if d.get("is_active")]
         devices.sort(key=lambda d: not d.get("is_default"))
         return to_decimal(devices[0].get("sms_rate")) if devices else None

@@ -56,13 +56,9 @@ class SmsForAiProvider(BaseProvider):
                         cost=to_decimal(data.get("price_usd")))
 
     def fetch_status(self, provider_message_id: str) -> StatusReport | None:
-        with transport_errors():
-            response = self.client.get(f"/sms/{provider_message_id}")
-        if response.status_code == 404:
+        data = self.call("GET", f"/sms/{provider_message_id}", missing_ok=True)
+        if data is None:
             return None
-        data = json_body(response)
-        if response.status_code != 200:
-            raise classify(response, error_text(data))
         raw = str(data.get("status", ""))
         return StatusReport(raw_status=raw, status=STATUS_MAP.get(raw),
                             provider_message_id=str(data.get("id") or provider_message_id),
@@ -70,12 +66,7 @@ class SmsForAiProvider(BaseProvider):
                             at=parse_time(data.get("delivered_at")))
 
     def balance(self) -> Decimal | None:
-        with transport_errors():
-            response = self.client.get("/balance")
-        data = json_body(response)
-        if response.status_code != 200:
-            raise classify(response, error_text(data))
-        return to_decimal(data.get("credits_usd"))
+        return to_decimal(self.call("GET", "/balance").get("credits_usd"))
 
     def price(self, region: str) -> Decimal | None:
         with self._lock:

@@ -114,35 +114,18 @@ class TikoSmsProvider(BaseProvider):
         return reports[0] if reports else None
 
     def _get_message(self, params: dict) -> list[StatusReport]:
-        with transport_errors():
-            response = self.client.get("/v1/get_message", params=params)
-        if response.status_code == 404:
-            return []
-        data = json_body(response)
-        if response.status_code != 200:
-            raise classify(response, error_text(data))
-        return self.parse_report(data)
+        data = self.call("GET", "/v1/get_message", params=params, missing_ok=True)
+        return self.parse_report(data) if data is not None else []
 
     def balance(self) -> Decimal | None:
-        with transport_errors():
-            response = self.client.get("/v1/balance")
-        data = json_body(response)
-        if response.status_code != 200:
-            raise classify(response, error_text(data))
-        return to_decimal(data.get("balance"))
+        return to_decimal(self.call("GET", "/v1/balance").get("balance"))
 
     def price(self, region: str) -> Decimal | None:
         mcc = MCC.get(region)
         if mcc is None:
             return None
-        with transport_errors():
-            response = self.client.get("/v1/sms-rates", params={"mccmnc": mcc})
-        if response.status_code == 404:
-            return None
-        data = json_body(response)
-        if response.status_code != 200:
-            raise classify(response, error_text(data))
-        rate = data.get("rate")
+        data = self.call("GET", "/v1/sms-rates", params={"mccmnc": mcc}, missing_ok=True)
+        rate = (data or {}).get("rate")
         return to_decimal(rate.get("rate")) if isinstance(rate, dict) else None
 
 
