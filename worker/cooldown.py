@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -22,6 +23,9 @@ FAILURE_WINDOW_S = 30
 OPEN_S = 30.0
 NO_ROUTE_S = 600.0
 PREFIX = "herald:acct"
+UNREACHABLE_WAIT_S = 1.0
+
+log = logging.getLogger(__name__)
 
 
 class _Memory:
@@ -59,6 +63,9 @@ class _Memory:
 
 
 class _Redis:
+    """Redis unreachable must never strand a claimed message: a read answers a short wait
+    (fail closed, like the throttle), a write after a send is dropped (the send happened)."""
+
     def __init__(self, url: str) -> None:
         self.r = redis_lib.Redis.from_url(url)
 
@@ -67,22 +74,35 @@ class _Redis:
         pipe = self.r.pipeline()
         pipe.set(key, 1, px=ms, nx=True)
         pipe.pexpire(key, ms, gt=True)  # a longer wait is never shortened by a shorter one
-        pipe.execute()
+        self._write(pipe.execute)
 
     def remaining(self, keys: list[str]) -> list[float]:
         pipe = self.r.pipeline(transaction=False)
         for key in keys:
             pipe.pttl(key)
-        return [max(ms, 0) / 1000 for ms in pipe.execute()]
+        try:
+            return [max(ms, 0) / 1000 for ms in pipe.execute()]
+        except redis_lib.RedisError as exc:
+            log.warning("cooldown store unreachable", extra={"error": type(exc).__name__})
+            return [UNREACHABLE_WAIT_S] * len(keys)
 
     def incr(self, key: str, window: float) -> int:
         pipe = self.r.pipeline()
         pipe.incr(key)
         pipe.expire(key, int(window), nx=True)
-        return pipe.execute()[0]
+        result = self._write(pipe.execute)
+        return result[0] if result else 0
 
     def delete(self, key: str) -> None:
-        self.r.delete(key)
+        self._write(lambda: self.r.delete(key))
+
+    @staticmethod
+    def _write(call):
+        try:
+            return call()
+        except redis_lib.RedisError as exc:
+            log.warning("cooldown store unreachable", extra={"error": type(exc).__name__})
+            return None
 
 
 _store: list = [None, 0, None]  # (store, pid, redis url)
@@ -138,6 +158,8 @@ def unusable(accounts: list[str], region: str | None) -> tuple[set[str], set[str
     """(accounts whose circuit is open, accounts with no route to ``region``), in one round trip."""
     keys = [_key("open", a) for a in accounts] + [_key("noroute", a, region or "*") for a in accounts]
     left = _backend().remaining(keys)
+    if isinstance(_backend(), _Redis) and left and all(t == UNREACHABLE_WAIT_S for t in left):
+        return set(), set()  # nothing known: route as configured
     n = len(accounts)
     return ({a for a, t in zip(accounts, left[:n]) if t > 0},
             {a for a, t in zip(accounts, left[n:]) if t > 0})
