@@ -12,7 +12,8 @@ HeraldError
 └── ProviderError             raised by adapters, mapped at the HTTP boundary
     ├── Retryable             5xx, connection errors, timeouts before the request was sent
     ├── Permanent             this message can never be sent (invalid number, ...)
-    ├── ProviderUnavailable   the account cannot send now (credentials, credit, no rate): fail over
+    ├── ProviderUnavailable   the account cannot send now (credentials, permission, credit): fail over
+    │   └── NoRoute           the account cannot carry this destination (no rate): fail over
     ├── RateLimited           429; carries retry_after in seconds
     └── Ambiguous             the request may have reached the provider: resolve by lookup
 """
@@ -86,6 +87,10 @@ class Permanent(ProviderError):
 
 class ProviderUnavailable(ProviderError):
     pass
+
+
+class NoRoute(ProviderUnavailable):
+    """Only this destination is refused by the account; the account stays usable for others."""
 
 
 class RateLimited(ProviderError):

@@ -18,7 +18,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from campaigns import clock, db
+from campaigns import clock, db, routes
 from campaigns.errors import ConfigurationError, SubmissionError, TooManyRecipients
 from campaigns.models import Campaign, Message, Rejection, Suppression
 from campaigns.recipients import InvalidRecipient, normalise, phone_key
@@ -45,7 +45,8 @@ def submit(spec: CampaignSpec, recipients: Iterable[Any], *, now: datetime | Non
     if spec.idempotency_key and (receipt := _existing_receipt(spec.idempotency_key)):
         return receipt
     try:
-        provider_name, account = settings.provider(spec.provider)
+        provider_name, account = routes.resolve_target(settings, spec.provider)
+        routes.check_campaign(settings, provider_name, spec.sender, spec.message)
     except ConfigurationError as exc:
         raise SubmissionError.at(["provider"], str(exc), "unknown_provider") from None
     scheduled = spec.scheduled_at is not None and spec.scheduled_at > now

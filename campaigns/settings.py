@@ -11,7 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     providers: dict[str, ProviderAccount] = Field(default_factory=dict)
     # Account used when a campaign names none.
     default_provider: str | None = None
+    # Routes as JSON: {"name": {"GB": ["acct-a", "acct-b"], "*": ["acct-c"]}} (region -> accounts).
+    routes: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
     # Upper bound of recipients in one campaign.
     max_recipients: int = 1_000_000
     # Per-recipient tasks published per fan-out batch.
@@ -100,6 +102,16 @@ class Settings(BaseSettings):
     # prometheus_client's own variable: where prefork children write their samples (see worker/metrics.py).
     prometheus_multiproc_dir: str | None = Field(
         None, validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"))
+
+    @model_validator(mode="after")
+    def _routes_name_accounts(self) -> Settings:
+        for name, route in self.routes.items():
+            if name in self.providers:
+                raise ValueError(f"route {name!r} has the name of a provider account")
+            unknown = {a for accounts in route.values() for a in accounts} - set(self.providers)
+            if unknown:
+                raise ValueError(f"route {name!r} names unknown accounts: {sorted(unknown)}")
+        return self
 
     @property
     def embedded(self) -> bool:

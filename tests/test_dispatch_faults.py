@@ -220,7 +220,7 @@ def test_a_flaky_provider_gets_every_message_exactly_once(services, workers):
         cid = submit(unique_numbers(n, seed=7), services["HERALD_BROKER_URL"])
         final = wait_final(cid, n, timeout=90)
         sent = emulator_counts(emu)
-        requests = sum(1 for _, _, path in emu.records()["requests"] if path == "/v1/message")
+        requests = sum(1 for _, _, path, *_ in emu.records()["requests"] if path == "/v1/message")
 
     assert Counter(final.values()) == {MessageStatus.DELIVERED: n}
     assert Counter(sent[ref] for ref in final) == {1: n}
@@ -234,7 +234,7 @@ def test_a_global_rate_holds_across_two_worker_processes(services, workers, caps
         workers(2, herald_env(emu, global_rate_per_s=rate))
         cid = submit(unique_numbers(n, seed=8), services["HERALD_BROKER_URL"])
         wait_for(lambda: progressed(cid) >= n - 5, timeout=window + 60, interval=0.5, message="all sent")
-        times = sorted(t for t, _, path in emu.records()["requests"] if path == "/v1/message")
+        times = sorted(t for t, _, path, *_ in emu.records()["requests"] if path == "/v1/message")
 
     # Measured at the provider's side, over the 20 s from one second after the first request.
     start = times[0] + 1

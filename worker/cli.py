@@ -70,18 +70,22 @@ def demo(recipients: int, as_json: bool) -> None:
 @click.option("--report-delay-ms", default=50.0, show_default=True)
 @click.option("--delivered-ratio", default=1.0, show_default=True)
 @click.option("--fail-5xx", default=0.0, show_default=True, help="share of sends answered 500")
+@click.option("--knobs", "knobs_json", default="{}", help="any other knobs as JSON (README: Emulators)")
 @click.option("--json", "as_json", is_flag=True, help="log JSON lines")
 def emulator(host: str, port: int, latency_ms: float, report_delay_ms: float,
-             delivered_ratio: float, fail_5xx: float, as_json: bool) -> None:
-    """Serve the provider emulators (base URL http://HOST:PORT/tikosms, token test-token)."""
+             delivered_ratio: float, fail_5xx: float, knobs_json: str, as_json: bool) -> None:
+    """Serve all five provider emulators under /aikdata/v1/sms, /laravel, /mobsms,
+    /smsforai/api/v1 and /tikosms (token test-token; Laravel v1 user test-user/test-pass)."""
     import uvicorn
 
     from worker.emulator import Emulator, Knobs, create_app
 
     _json_logs(as_json)
-    knobs = Knobs(latency_ms=latency_ms, report_delay_ms=report_delay_ms,
-                  delivered_ratio=delivered_ratio, fail_5xx=fail_5xx)
-    uvicorn.run(create_app(Emulator(knobs)), host=host, port=port, log_level="warning", log_config=None)
+    knobs = Knobs.model_validate({"latency_ms": latency_ms, "report_delay_ms": report_delay_ms,
+                                  "delivered_ratio": delivered_ratio, "fail_5xx": fail_5xx,
+                                  **json.loads(knobs_json)})
+    uvicorn.run(create_app(Emulator(knobs)), host=host, port=port, log_level="warning",
+                log_config=None)
 
 
 @main.command()

@@ -20,14 +20,14 @@ from sqlalchemy import case, func, or_, select, update
 from campaigns import db
 from campaigns.clock import now
 from campaigns.errors import (
-    Ambiguous, Permanent, ProviderError, ProviderUnavailable, RateLimited, Retryable,
+    Ambiguous, NoRoute, Permanent, ProviderError, ProviderUnavailable, RateLimited, Retryable,
 )
 from campaigns.models import Campaign, Message
 from campaigns.settings import get_settings
 from campaigns.signing import webhook_url
 from campaigns.statuses import CampaignStatus, MessageStatus
 from scheduler.release import defer_if_closed, hold_outside_window
-from worker import metrics, throttle
+from worker import cooldown, metrics, resolve, routing, throttle
 from worker.providers import Outgoing, get_provider
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,8 @@ def claim(message_id: int) -> Message | None:
                    Message.campaign_id.in_(running),
                    or_(Message.not_before.is_(None), Message.not_before <= now()))
             .values(status=MessageStatus.SENDING, claimed_at=now(), attempts=Message.attempts + 1)
-            .returning(Message.id, Message.campaign_id, Message.phone, Message.body, Message.attempts)
+            .returning(Message.id, Message.campaign_id, Message.phone, Message.body, Message.attempts,
+                       Message.region)
         ).first()
     return row
 
@@ -93,37 +94,62 @@ def send(message_id: int) -> Outcome:
         log.info("message waits for its send window",
                  extra={"campaign_id": str(row.campaign_id), "message_id": row.id})
         return Outcome("deferred")
+    body = row.body or info.template
+    # The campaign names an account or a route; the account actually used is what gets recorded.
+    account = routing.choose(info.provider, row.region, info.sender, body)
+    extra = {"campaign_id": str(row.campaign_id), "message_id": row.id, "provider": account}
+    if account is None:
+        _finish(row.id, MessageStatus.FAILED, "no provider account of the route can carry this destination")
+        log.info("message has no route", extra=extra)
+        return Outcome(MessageStatus.FAILED)
+    provider = get_provider(account)
     outgoing = Outgoing(
-        reference=str(row.id), to=row.phone, body=row.body or info.template, sender=info.sender,
-        callback_url=webhook_url(info.provider, str(row.campaign_id)),
+        reference=str(row.id), to=row.phone, body=body, sender=info.sender,
+        callback_url=webhook_url(account, str(row.campaign_id)),
     )
-    extra = {"campaign_id": str(row.campaign_id), "message_id": row.id, "provider": info.provider}
-    provider = get_provider(info.provider)  # made (once) before a rate slot is taken, not after
-    decision = throttle.acquire_for_send(info.provider, row.campaign_id, info.concurrency)
+    # A 429 from any worker holds the account until its Retry-After has passed.
+    if (wait := cooldown.remaining(account)) > 0:
+        return _defer(row, wait + random.uniform(0, 0.25), "cooldown", extra)
+    decision = throttle.acquire_for_send(account, row.campaign_id, info.concurrency)
     if decision.wait or not decision.granted:
-        metrics.throttle_waited(info.provider, decision.wait)
+        metrics.throttle_waited(account, decision.wait)
     if not decision.granted:
-        return _defer(row, decision, extra)
+        return _defer(row, decision.wait, decision.reason, extra)
     if decision.wait:
         time.sleep(decision.wait)  # a rate slot reserved a moment ahead
     try:
-        with metrics.provider_request(info.provider):
+        with metrics.provider_request(account):
             accepted = provider.send(outgoing)
     except Permanent as exc:
         _finish(row.id, MessageStatus.FAILED, str(exc))
         log.info("message failed permanently", extra=extra)
         return Outcome(MessageStatus.FAILED)
     except Ambiguous as exc:
-        # The provider may have it: never resend blindly. A report or the stale-claim sweep resolves it.
-        _note(row.id, str(exc))
+        # The provider may have it: never resend blindly. A lookup (or a report) resolves it.
+        _note(row.id, str(exc), provider=account)
+        resolve.schedule(row.id)
         log.warning("ambiguous send left for resolution", extra=extra)
         return Outcome(MessageStatus.SENDING)
     except (Retryable, RateLimited, ProviderUnavailable) as exc:
+        _account_failed(account, row.region, exc)
         return _retry_later(row, exc, extra)
     finally:
         throttle.release(decision)
-    _record_sent(row.id, info.provider, accepted.provider_message_id, accepted.raw_status, accepted.cost)
+    cooldown.success(account)
+    _record_sent(row.id, account, accepted.provider_message_id, accepted.raw_status, accepted.cost)
     return Outcome(MessageStatus.SENT)
+
+
+def _account_failed(account: str, region: str | None, exc: ProviderError) -> None:
+    """Tell the other workers: wait out a 429, skip the account for this region, or count it down."""
+    if isinstance(exc, RateLimited):
+        cooldown.hold(account, exc.retry_after)
+    elif isinstance(exc, NoRoute):
+        cooldown.no_route(account, region)
+    elif isinstance(exc, ProviderUnavailable):
+        cooldown.trip(account)
+    else:
+        cooldown.failure(account)
 
 
 def _retry_later(row, exc: ProviderError, extra: dict) -> Outcome:
@@ -144,16 +170,17 @@ def _retry_later(row, exc: ProviderError, extra: dict) -> Outcome:
     return Outcome(MessageStatus.QUEUED, retry_in=wait)
 
 
-def _defer(row, decision: throttle.Decision, extra: dict) -> Outcome:
-    """A limit is full: give the claim back without spending an attempt, and come back later."""
+def _defer(row, wait: float, reason: str, extra: dict) -> Outcome:
+    """A limit is full or the account cools down: give the claim back without spending an
+    attempt (nothing was sent), and come back later."""
     with db.session() as s:
         s.execute(
             update(Message).where(Message.id == row.id, Message.status == MessageStatus.SENDING)
             .values(status=MessageStatus.QUEUED, claimed_at=None, attempts=Message.attempts - 1,
-                    due_at=now() + timedelta(seconds=decision.wait))
+                    due_at=now() + timedelta(seconds=wait))
         )
-    log.debug("send throttled", extra={**extra, "limit": decision.reason, "retry_in": round(decision.wait, 3)})
-    return Outcome("throttled", retry_in=decision.wait)
+    log.debug("send throttled", extra={**extra, "limit": reason, "retry_in": round(wait, 3)})
+    return Outcome("throttled", retry_in=wait)
 
 
 def _record_sent(message_id: int, provider: str, provider_message_id: str, raw_status: str, cost) -> None:
@@ -179,9 +206,9 @@ def _finish(message_id: int, status: MessageStatus, error: str) -> None:
         )
 
 
-def _note(message_id: int, error: str) -> None:
+def _note(message_id: int, error: str, **values) -> None:
     with db.session() as s:
-        s.execute(update(Message).where(Message.id == message_id).values(error=error))
+        s.execute(update(Message).where(Message.id == message_id).values(error=error, **values))
 
 
 def fan_out(campaign_id: str, publish: Callable[[list[int]], None], batch: int) -> int:

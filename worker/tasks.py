@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from campaigns.settings import get_settings
-from worker import dispatch
+from worker import dispatch, resolve
 from worker.app import MAX_COUNTDOWN_S, app
 from worker.logs import log_context
 
@@ -52,3 +52,14 @@ def cancel_at_provider(campaign_id: str) -> int:
     from campaigns.lifecycle import cancel_at_provider as cancel_sent
 
     return cancel_sent(campaign_id)
+
+
+@app.task(name="herald.resolve_message", bind=True, max_retries=None)
+def resolve_message(self, message_id: int) -> str:
+    """Settle an ambiguous send by asking the provider (see worker.resolve)."""
+    status, retry_in = resolve.resolve(message_id, self.request.retries)
+    if retry_in is not None:
+        raise self.retry(countdown=min(retry_in, MAX_COUNTDOWN_S))
+    if status == "queued":
+        send_message.delay(message_id)
+    return status

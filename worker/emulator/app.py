@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
 import random
 import threading
 import time
@@ -11,8 +13,12 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import httpx
+import phonenumbers
 from fastapi import FastAPI, Request
 from pydantic import BaseModel
+
+# The kinds of failure a send can be made to answer, each with a documented status code.
+ERROR_STATUS = {"auth": 401, "credits": 402, "forbidden": 403, "rate": 429, "server": 500}
 
 
 class Knobs(BaseModel):
@@ -22,6 +28,19 @@ class Knobs(BaseModel):
     jitter_ms: float = 0.0
     # Fractions of send requests answered with each error instead of being accepted.
     fail_5xx: float = 0.0
+    fail_401: float = 0.0  # credentials refused
+    fail_402: float = 0.0  # out of credit
+    fail_403: float = 0.0  # missing permission / no rate for this destination
+    fail_429: float = 0.0
+    # A rate limit per account: more than this many requests in the window answer 429.
+    rate_limit: int = 0
+    rate_window_s: float = 1.0
+    # Retry-After sent with a 429 (default: the rest of the rate window, rounded up).
+    retry_after_s: int | None = None
+    # "Accept then answer late": the message is recorded, then the answer waits this long
+    # (past the client's timeout, the send is ambiguous) for this share of sends.
+    answer_late_ms: float = 0.0
+    answer_late_ratio: float = 0.0
     # Delay before a pushed delivery report, and the share of messages that end delivered.
     report_delay_ms: float = 50.0
     delivered_ratio: float = 1.0
@@ -29,6 +48,8 @@ class Knobs(BaseModel):
     # Keep pushed reports back until POST /_emulator/release (the benchmark times them apart).
     hold_reports: bool = False
     tokens: list[str] = ["test-token"]
+    # Laravel v1 form credentials: username -> password.
+    users: dict[str, str] = {"test-user": "test-pass"}
     seed: int | None = None
 
 
@@ -42,6 +63,9 @@ class Record:
     client_ref: str | None
     callback_url: str | None
     status: str
+    account: str = ""
+    price: float | None = None
+    seq: int = 0  # the provider's numeric id where it has one
     accepted_at: float = field(default_factory=time.time)
     delivered_at: float | None = None
 
@@ -53,7 +77,10 @@ class Emulator:
         self.knobs = knobs or Knobs()
         self.records: list[Record] = []
         self.by_id: dict[str, Record] = {}
-        self.requests: list[tuple[float, str, str]] = []  # (time, provider, path)
+        # (arrival time, provider, path, status answered, account: a hash of the credential,
+        #  time the answer was sent)
+        self.requests: list[tuple[float, str, str, int, str, float]] = []
+        self._windows: dict[tuple[str, str], tuple[float, int]] = {}
         self.reports_pushed = 0
         self.reports_failed = 0
         # Requests being served right now, and the most ever at once, per path.
@@ -89,11 +116,54 @@ class Emulator:
     def roll(self, rate: float) -> bool:
         return rate > 0 and self.rng.random() < rate
 
-    def log_request(self, provider: str, path: str) -> None:
-        self.requests.append((time.time(), provider, path))
+    def log_request(self, provider: str, path: str, status: int = 0, account: str = "",
+                    at: float | None = None) -> None:
+        self.requests.append((at or time.time(), provider, path, status, account, time.time()))
+
+    def gate(self, provider: str, account: str, authorised: bool, *, send: bool) -> tuple[int, float] | None:
+        """The failure to answer instead of serving, as (status, retry_after), or None."""
+        if not authorised:
+            return 401, 0
+        k = self.knobs
+        if k.rate_limit:
+            now = time.monotonic()
+            with self._lock:
+                start, count = self._windows.get((provider, account), (now, 0))
+                if now - start >= k.rate_window_s:
+                    start, count = now, 0
+                self._windows[(provider, account)] = (start, count + 1)
+            if count >= k.rate_limit:
+                wait = k.retry_after_s if k.retry_after_s is not None else \
+                    math.ceil(k.rate_window_s - (now - start))
+                return 429, wait
+        if not send:
+            return None
+        for status, rate in ((401, k.fail_401), (402, k.fail_402), (403, k.fail_403),
+                             (429, k.fail_429), (500, k.fail_5xx)):
+            if self.roll(rate):
+                return status, (k.retry_after_s if k.retry_after_s is not None else 1)
+        return None
+
+    async def answer_late(self) -> None:
+        if self.knobs.answer_late_ms and self.roll(self.knobs.answer_late_ratio):
+            await asyncio.sleep(self.knobs.answer_late_ms / 1000)
+
+    def settle_later(self, record: Record, delivered: str, failed: str, on_final=None) -> None:
+        """After the report delay, give the message its final status and tell ``on_final``."""
+        async def settle() -> None:
+            await asyncio.sleep(self.knobs.report_delay_ms / 1000)
+            if record.status in (delivered, failed, "cancelled"):
+                return
+            record.status = delivered if self.final_status() else failed
+            record.delivered_at = time.time()
+            if on_final is not None and record.callback_url and self.knobs.push_reports:
+                await on_final(record)
+
+        asyncio.get_running_loop().create_task(settle())
 
     def accept(self, record: Record) -> Record:
         with self._lock:
+            record.seq = len(self.records) + 1
             self.records.append(record)
             self.by_id[record.message_id] = record
         return record
@@ -141,6 +211,10 @@ class Emulator:
         return {"accepted": len(self.records), "requests": len(self.requests), "held": len(self.held),
                 "reports_pushed": self.reports_pushed, "reports_failed": self.reports_failed}
 
+    def find(self, provider: str, message_id: str) -> Record | None:
+        record = self.by_id.get(message_id)
+        return record if record is not None and record.provider == provider else None
+
     def snapshot(self) -> dict:
         with self._lock:
             records = [asdict(r) for r in self.records]
@@ -162,15 +236,46 @@ class _CountInFlight:
             await self.app(scope, receive, send)
 
 
+def account_of(request: Request) -> str:
+    """Who is asking, as a short hash of the credential (the request log never holds secrets)."""
+    credential = (request.headers.get("authorization") or request.headers.get("x-api-key")
+                  or request.query_params.get("api_key") or request.query_params.get("username") or "")
+    return hashlib.sha256(credential.encode()).hexdigest()[:12] if credential else ""
+
+
+def valid_number(raw: str) -> bool:
+    try:
+        return phonenumbers.is_valid_number(phonenumbers.parse("+" + str(raw).strip().lstrip("+")))
+    except phonenumbers.NumberParseException:
+        return False
+
+
+PREFIXES = ("aikdata", "laravel", "mobsms", "smsforai", "tikosms")
+
+
 def create_app(emulator: Emulator | None = None) -> FastAPI:
-    from worker.emulator import tikosms
+    from worker.emulator import aikdata, laravel, mobsms, smsforai, tikosms
 
     emulator = emulator or Emulator()
     app = FastAPI(title="Herald provider emulators")
     app.state.emulator = emulator
+    app.include_router(aikdata.router(emulator), prefix="/aikdata/v1/sms")
+    app.include_router(laravel.router(emulator), prefix="/laravel")
+    app.include_router(mobsms.router(emulator), prefix="/mobsms")
+    app.include_router(smsforai.router(emulator), prefix="/smsforai/api/v1")
     app.include_router(tikosms.router(emulator), prefix="/tikosms")
 
     app.add_middleware(_CountInFlight, emulator=emulator)
+
+    @app.middleware("http")
+    async def log_requests(request: Request, call_next):
+        # Logged on arrival time, with the status answered: tests read timing from here.
+        arrived = time.time()
+        response = await call_next(request)
+        provider, _, path = request.url.path.lstrip("/").partition("/")
+        if provider in PREFIXES:
+            emulator.log_request(provider, "/" + path, response.status_code, account_of(request), arrived)
+        return response
 
     @app.get("/_emulator/health")
     def health() -> dict:

@@ -1,30 +1,36 @@
 """TikoSMS emulator (seed 002): paths, bodies, statuses and error bodies as documented.
 
-Delivery reports are pushed to the message's ``callback_url`` as one ``get_message`` data row.
+Single (``/v1/message``) and bulk (``/v1/messages``) sends; reports pushed to ``callback_url`` as
+one ``get_message`` data row; ``get_message``, ``balance`` and ``sms-rates`` answer lookups.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from datetime import datetime, timezone
 
-import phonenumbers
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from worker.emulator.app import Emulator, Record
+from worker.emulator.app import Emulator, Record, account_of, valid_number
 
 PROVIDER = "tikosms"
+INVALID_NUMBER = "Oops! We couldn't find this number in any country on Earth. Mind giving it another look?"
+ERRORS = {401: "User not authenticated", 402: "Insufficient balance",
+          403: "No SMS rate is available for this destination for your account. Please contact sales team.",
+          429: "Too Many Attempts.", 500: "Server Error"}
+# sms-rates by MCC; destinations not listed have no rate (403 on send).
+RATES = {"234": "0.045000", "255": "0.045000", "262": "0.060000", "310": "0.010000"}
 
 
 def _fmt(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if ts else None
 
 
-def _error(status: int, error: str) -> JSONResponse:
-    return JSONResponse({"success": False, "error": error}, status_code=status)
+def _error(status: int, error: str, retry_after: float = 0) -> JSONResponse:
+    headers = {"Retry-After": str(int(retry_after))} if status == 429 else None
+    return JSONResponse({"success": False, "error": error}, status_code=status, headers=headers)
 
 
 def _row(r: Record, campaign_id: str) -> dict:
@@ -41,19 +47,28 @@ def router(emu: Emulator) -> APIRouter:
     api = APIRouter()
     campaign_of: dict[str, str] = {}
 
-    async def report_later(record: Record) -> None:
-        await asyncio.sleep(emu.knobs.report_delay_ms / 1000)
-        record.status = "DELIVRD" if emu.final_status() else "UNDELIV"
-        record.delivered_at = time.time()
-        if record.callback_url and emu.knobs.push_reports:
-            await emu.report(record.callback_url, _row(record, campaign_of[record.message_id]))
+    async def push(record: Record) -> None:
+        await emu.report(record.callback_url, _row(record, campaign_of[record.message_id]))
+
+    def refused(request: Request, send: bool) -> JSONResponse | None:
+        failure = emu.gate(PROVIDER, account_of(request), emu.authorised(request), send=send)
+        return _error(failure[0], ERRORS[failure[0]], failure[1]) if failure else None
+
+    def record(body: dict, to: str, client_ref, callback_url, campaign_id: str, account: str) -> Record:
+        rec = emu.accept(Record(
+            provider=PROVIDER, message_id=str(uuid.uuid4()), to=str(to).lstrip("+"),
+            sender=str(body["from"]), body=str(body["message"]), client_ref=client_ref,
+            callback_url=callback_url, status="ENROUTE", account=account,
+        ))
+        campaign_of[rec.message_id] = campaign_id
+        emu.settle_later(rec, "DELIVRD", "UNDELIV", push)
+        return rec
 
     @api.post("/v1/message")
     async def send(request: Request):
-        emu.log_request(PROVIDER, "/v1/message")
         await emu.delay()
-        if not emu.authorised(request):
-            return _error(401, "User not authenticated")
+        if (answer := refused(request, True)) is not None:
+            return answer
         try:
             body = await request.json()
         except ValueError:
@@ -65,32 +80,50 @@ def router(emu: Emulator) -> APIRouter:
             return _error(422, "The from field must not be greater than 15 characters.")
         if len(str(body["message"])) > 160:
             return _error(422, "The message field must not be greater than 160 characters.")
-        try:
-            valid = phonenumbers.is_valid_number(phonenumbers.parse("+" + str(body["to"]).lstrip("+")))
-        except phonenumbers.NumberParseException:
-            valid = False
-        if not valid:
-            return _error(422, "Oops! We couldn't find this number in any country on Earth. Mind giving it another look?")
-        if emu.roll(emu.knobs.fail_5xx):
-            return _error(500, "Server Error")
-        record = emu.accept(Record(
-            provider=PROVIDER, message_id=str(uuid.uuid4()), to=str(body["to"]),
-            sender=str(body["from"]), body=str(body["message"]), client_ref=body.get("client_ref"),
-            callback_url=body.get("callback_url"), status="ENROUTE",
-        ))
+        if not valid_number(body["to"]):
+            return _error(422, INVALID_NUMBER)
         campaign_id = str(uuid.uuid4())
-        campaign_of[record.message_id] = campaign_id
-        asyncio.get_running_loop().create_task(report_later(record))
-        return {"success": True, "message_id": record.message_id, "campaign_id": campaign_id}
+        rec = record(body, body["to"], body.get("client_ref"), body.get("callback_url"),
+                     campaign_id, account_of(request))
+        await emu.answer_late()
+        return {"success": True, "message_id": rec.message_id, "campaign_id": campaign_id}
+
+    @api.post("/v1/messages")
+    async def send_bulk(request: Request):
+        await emu.delay()
+        if (answer := refused(request, True)) is not None:
+            return answer
+        body = await request.json()
+        recipients = body.get("recipients")
+        if not body.get("from") or not body.get("message") or not isinstance(recipients, list):
+            return _error(422, "The from, message and recipients fields are required.")
+        if len(recipients) > 100_000:
+            return _error(422, "The recipients field must not have more than 100000 items.")
+        callback = body.get("callback_url")
+        if callback is not None and not str(callback).startswith(("http://", "https://")):
+            return _error(422, "Invalid callback URL provided")
+        seen: set[str] = set()
+        kept = []
+        for item in recipients:
+            to = str((item or {}).get("to", "")).lstrip("+")
+            if to in seen or not valid_number(to):
+                continue
+            seen.add(to)
+            kept.append(item)
+        campaign_id = str(uuid.uuid4())
+        for item in kept:
+            record(body, item["to"], item.get("client_ref"), item.get("callback_url") or callback,
+                   campaign_id, account_of(request))
+        return {"success": True, "campaign_id": campaign_id, "recipients": len(kept),
+                "duplicates_removed": len(recipients) - len(kept)}
 
     @api.get("/v1/get_message")
     async def get_message(request: Request, message_id: str | None = None, campaign_id: str | None = None):
-        emu.log_request(PROVIDER, "/v1/get_message")
         await emu.delay()
-        if not emu.authorised(request):
-            return _error(401, "User not authenticated")
+        if (answer := refused(request, False)) is not None:
+            return answer
         if message_id:
-            rows = [emu.by_id[message_id]] if message_id in emu.by_id else []
+            rows = [r for r in [emu.find(PROVIDER, message_id)] if r is not None]
         else:
             rows = [r for r in list(emu.records) if campaign_of.get(r.message_id) == campaign_id]
         if not rows:
@@ -99,9 +132,21 @@ def router(emu: Emulator) -> APIRouter:
 
     @api.get("/v1/balance")
     async def balance(request: Request):
-        if not emu.authorised(request):
-            return _error(401, "User not authenticated")
+        if (answer := refused(request, False)) is not None:
+            return answer
         return {"balance_updated": _fmt(time.time()).replace("-", "."), "currency_code": "EUR",
                 "balance": 634.9288, "in_credit_limit": 1000}
+
+    @api.get("/v1/sms-rates")
+    async def sms_rates(request: Request, mccmnc: str):
+        if (answer := refused(request, False)) is not None:
+            return answer
+        mcc = mccmnc[:3]
+        if mcc not in RATES:
+            return _error(404, "No SMS rate found for this destination.")
+        return {"success": True, "rate": {"mcc": mcc, "mnc": mccmnc[3:], "mccmnc": mccmnc,
+                                          "country": "", "rate": RATES[mcc],
+                                          "rate_start_date": "2025-08-01 00:00:00",
+                                          "rate_end_date": "2100-01-01 00:00:00"}}
 
     return api

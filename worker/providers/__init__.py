@@ -9,11 +9,16 @@ import os
 
 from campaigns.errors import ConfigurationError
 from campaigns.settings import get_settings
+from worker.providers.aikdata import AikDataProvider
 from worker.providers.base import Accepted, Outgoing, Provider
+from worker.providers.laravel import LaravelProvider
+from worker.providers.mobsms import MobSmsProvider
+from worker.providers.smsforai import SmsForAiProvider
 from worker.providers.tikosms import TikoSmsProvider
 
 ADAPTERS: dict[str, type] = {
-    TikoSmsProvider.kind: TikoSmsProvider,
+    adapter.kind: adapter
+    for adapter in (AikDataProvider, LaravelProvider, MobSmsProvider, SmsForAiProvider, TikoSmsProvider)
 }
 
 _cache: dict[str, Provider] = {}

@@ -1,17 +1,29 @@
-"""The provider contract every adapter implements, and the HTTP error mapping they share."""
+"""The provider contract every adapter implements, and the HTTP error mapping they share.
+
+Every adapter has ``send``, ``parse_report``, ``fetch_status`` and ``close``. Optional
+capabilities, each announced by a class attribute so callers ask before they call:
+
+- ``can_poll``: ``fetch_status(provider_message_id)`` works (False: the provider has no lookup).
+- ``lookup_by_reference``: ``fetch_by_reference(reference)`` finds a message by Herald's own id,
+  which is what resolves an ambiguous send (timeout after the request left).
+- ``balance()`` and ``price(region)``: None where the API has no such endpoint.
+- ``cancel(provider_message_id)``: True if the provider cancelled it.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from decimal import Decimal
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
 from typing import ClassVar, Protocol
 
 import httpx
 
 from campaigns.errors import (
-    Ambiguous, Permanent, ProviderError, ProviderUnavailable, RateLimited, Retryable,
+    Ambiguous, NoRoute, Permanent, ProviderError, ProviderUnavailable, RateLimited, Retryable,
 )
 from campaigns.reports import StatusReport
 from campaigns.settings import ProviderAccount
@@ -31,7 +43,7 @@ class Outgoing:
 
 @dataclass(frozen=True)
 class Accepted:
-    provider_message_id: str
+    provider_message_id: str | None  # None where the provider returns no id (Laravel gateway)
     raw_status: str
     status: MessageStatus
     cost: Decimal | None = None
@@ -40,6 +52,8 @@ class Accepted:
 class Provider(Protocol):
     kind: ClassVar[str]
     pushes_reports: ClassVar[bool]
+    can_poll: ClassVar[bool]
+    lookup_by_reference: ClassVar[bool]
 
     def send(self, message: Outgoing) -> Accepted: ...
 
@@ -47,24 +61,130 @@ class Provider(Protocol):
 
     def fetch_status(self, provider_message_id: str) -> StatusReport | None: ...
 
+    def fetch_by_reference(self, reference: str) -> StatusReport | None: ...
+
+    def balance(self) -> Decimal | None: ...
+
+    def price(self, region: str) -> Decimal | None: ...
+
+    def cancel(self, provider_message_id: str) -> bool: ...
+
     def close(self) -> None: ...
 
 
+class BaseProvider:
+    """Defaults for the optional capabilities: an adapter overrides what its API has."""
+
+    kind: ClassVar[str]
+    pushes_reports: ClassVar[bool] = False
+    can_poll: ClassVar[bool] = True
+    lookup_by_reference: ClassVar[bool] = False
+    client: httpx.Client
+
+    def parse_report(self, payload: dict) -> list[StatusReport]:
+        return []
+
+    def fetch_status(self, provider_message_id: str) -> StatusReport | None:
+        raise NotImplementedError(f"{self.kind} has no message lookup")
+
+    def fetch_by_reference(self, reference: str) -> StatusReport | None:
+        raise NotImplementedError(f"{self.kind} cannot look a message up by Herald's reference")
+
+    def balance(self) -> Decimal | None:
+        return None
+
+    def price(self, region: str) -> Decimal | None:
+        return None
+
+    def cancel(self, provider_message_id: str) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.client.close()
+
+    def call(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), missing_ok: bool = False,
+             **kwargs) -> dict | None:
+        """One request: transport failures mapped, a non-``ok`` answer classified, the JSON body
+        returned (None for a 404 when ``missing_ok``: the provider has no such message)."""
+        with transport_errors():
+            response = self.client.request(method, path, **kwargs)
+        if missing_ok and response.status_code == 404:
+            return None
+        data = json_body(response)
+        if response.status_code not in ok:
+            raise classify(response, error_text(data))
+        return data
+
+
 def retry_after(response: httpx.Response, default: float = 1.0) -> float:
-    value = response.headers.get("retry-after")
+    """Seconds to wait: ``Retry-After``, else ``x-ratelimit-reset`` (a delay or a Unix time)."""
+    for header in ("retry-after", "x-ratelimit-reset"):
+        value = response.headers.get(header)
+        if value is None:
+            continue
+        try:
+            seconds = float(value)
+        except ValueError:
+            continue
+        if seconds > 1_000_000_000:  # an absolute Unix time, as Laravel's throttle sends it
+            seconds -= time.time()
+        return max(seconds, 0.0)
+    return default
+
+
+def json_body(response: httpx.Response) -> dict:
     try:
-        return max(float(value), 0.0) if value is not None else default
+        data = response.json()
     except ValueError:
-        return default
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
-def classify(response: httpx.Response, detail: str = "") -> ProviderError:
-    """Map an HTTP error answer to the error tree (4xx permanent or provider-level, 5xx retried)."""
+def to_decimal(value) -> Decimal | None:
+    try:
+        return Decimal(str(value)) if value not in (None, "") else None
+    except InvalidOperation:
+        return None
+
+
+def parse_time(value) -> datetime | None:
+    """ISO 8601 (``2026-03-12T10:00:05Z``) or ``2025-08-06 12:35:18``, taken as UTC when naive."""
+    if not value:
+        return None
+    try:
+        at = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+
+
+def reference_id(value) -> int | None:
+    """Herald's message id echoed back by the provider (client_ref, my_id), if it is one."""
+    text = str(value) if value is not None else ""
+    return int(text) if text.isdigit() else None
+
+
+def error_text(data: dict) -> str:
+    """The provider's own error words (never echoing a number or text back into our logs)."""
+    return str(data.get("error") or data.get("message") or "")[:200]
+
+
+def classify(response: httpx.Response, detail: str = "", *, no_route: bool = False,
+             provider_level: bool = False) -> ProviderError:
+    """Map an HTTP error answer to the error tree.
+
+    401/402/403 stop the account (fail over); ``no_route`` marks an answer that only this
+    destination cannot be carried (fail over, account stays usable); ``provider_level`` marks a
+    4xx that is the account's problem, not the message's. 429 waits; 5xx retries; other 4xx fail
+    the message for good.
+    """
     code = response.status_code
     msg = f"provider answered {code}" + (f": {detail}" if detail else "")
     if code == 429:
         return RateLimited(msg, retry_after=retry_after(response))
-    if code in (401, 402, 403):
+    if no_route:
+        return NoRoute(msg, status_code=code)
+    if code in (401, 402, 403) or provider_level:
         return ProviderUnavailable(msg, status_code=code)
     if code >= 500:
         return Retryable(msg, status_code=code)

@@ -1,0 +1,120 @@
+"""MobSMS (seed 003), an Android-phone gateway: ``POST /api/sms``, ``GET /api/sms/{id}``, cancel.
+
+Herald's message id travels as ``my_id`` (echoed back on the message), and each message carries
+its own ``callback_url``, which receives ``{"event": "status", "data": {...message...}}``.
+The price is the sending device's ``sms_rate`` (``GET /api/devices``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import ClassVar
+
+import httpx
+
+from campaigns.errors import Permanent
+from campaigns.reports import StatusReport
+from campaigns.settings import ProviderAccount
+from campaigns.statuses import MessageStatus
+from worker.providers.base import (
+    Accepted, BaseProvider, Outgoing, classify, error_text, http_client, json_body, parse_time,
+    reference_id, to_decimal, transport_errors,
+)
+
+STATUS_MAP = {
+    "pending": MessageStatus.SENT,  # queued on the phone: the provider has it
+    "sent": MessageStatus.SENT,
+    "delivered": MessageStatus.DELIVERED,
+    "failed": MessageStatus.FAILED,
+    "cancelled": MessageStatus.CANCELLED,
+    # "received" is an inbound message: not an outcome of ours, so it stays unmapped.
+}
+LOOKUP_PAGES = 5  # newest-first pages of outbound history searched for a reference
+
+
+class MobSmsProvider(BaseProvider):
+    kind: ClassVar[str] = "mobsms"
+    pushes_reports: ClassVar[bool] = True
+    lookup_by_reference: ClassVar[bool] = True
+
+    def __init__(self, account: ProviderAccount, client: httpx.Client | None = None):
+        self.client = client or http_client(
+            account, Authorization=f"Bearer {account.token.get_secret_value()}",
+            Accept="application/json",
+        )
+
+    def send(self, message: Outgoing) -> Accepted:
+        body = {"message": message.body, "recipient_number": message.to, "my_id": message.reference}
+        if message.callback_url:
+            body["callback_url"] = message.callback_url
+        with transport_errors():
+            response = self.client.post("/api/sms", json=body)
+        data = json_body(response)
+        if response.status_code not in (200, 201) or not data.get("success"):
+            detail = error_text(data)
+            # "No active device available": the account cannot send anything right now.
+            raise classify(response, detail, provider_level="device" in detail.lower())
+        row = data.get("data") or {}
+        if not row.get("message_id") and not row.get("id"):
+            raise Permanent("accepted without an id")
+        raw = str(row.get("status", ""))
+        return Accepted(str(row.get("message_id") or row["id"]), raw,
+                        STATUS_MAP.get(raw, MessageStatus.SENT), cost=to_decimal(row.get("price")))
+
+    def parse_report(self, payload: dict) -> list[StatusReport]:
+        row = payload.get("data")
+        if payload.get("event") not in (None, "status") or not isinstance(row, dict):
+            return []
+        return [_report(row)]
+
+    def fetch_status(self, provider_message_id: str) -> StatusReport | None:
+        data = self.call("GET", f"/api/sms/{provider_message_id}", missing_ok=True)
+        if data is None:
+            return None
+        return _report(data["data"]) if isinstance(data.get("data"), dict) else None
+
+    def fetch_by_reference(self, reference: str) -> StatusReport | None:
+        """Search the newest outbound messages for our ``my_id`` (the API has no filter for it)."""
+        for page in range(1, LOOKUP_PAGES + 1):
+            data = self.call("GET", "/api/sms", params={"direction": "outbound", "page": page})
+            listing = data.get("data") or {}
+            rows = listing.get("data") or []
+            for row in rows:
+                if str(row.get("my_id")) == reference:
+                    return _report(row)
+            if len(rows) < int(listing.get("per_page") or 50):
+                return None
+        return None
+
+    def cancel(self, provider_message_id: str) -> bool:
+        with transport_errors():
+            response = self.client.post(f"/api/sms/{provider_message_id}/cancel")
+        if response.status_code == 422:
+            return False  # "Only pending messages can be cancelled"
+        data = json_body(response)
+        if response.status_code != 200:
+            raise classify(response, error_text(data))
+        return bool(data.get("success"))
+
+    def balance(self) -> Decimal | None:
+        data = self.call("GET", "/api/account")
+        return to_decimal(((data.get("data") or {}).get("user") or {}).get("balance"))
+
+    def price(self, region: str) -> Decimal | None:
+        """The default active device's ``sms_rate`` (a phone prices every destination alike)."""
+        data = self.call("GET", "/api/devices")
+        devices = [d for d in data.get("data") or [] if d.get("is_active")]
+        devices.sort(key=lambda d: not d.get("is_default"))
+        return to_decimal(devices[0].get("sms_rate")) if devices else None
+
+
+def _report(row: dict) -> StatusReport:
+    raw = str(row.get("status", ""))
+    at: datetime | None = parse_time(row.get("delivered_at")) or parse_time(row.get("sent_at"))
+    return StatusReport(
+        raw_status=raw, status=STATUS_MAP.get(raw),
+        provider_message_id=str(row.get("message_id") or row.get("id") or "") or None,
+        message_id=reference_id(row.get("my_id")), cost=to_decimal(row.get("price")), at=at,
+        error=(str(row["error_message"])[:200] if row.get("error_message") else None),
+    )

@@ -1,0 +1,81 @@
+"""SMS for AI (seed 004): ``POST /sms/send``, poll ``GET /sms/{id}``; Bearer ``smsai_`` token.
+
+Errors as documented: 401 token, 403 permission / IP / spending limit, 402 credits (all stop
+the account), 422 validation (the message), 429 rate limit, 500 gateway failure (retried).
+Prices per country from ``GET /countries``, read once per process.
+"""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+from typing import ClassVar
+
+import httpx
+
+from campaigns.errors import Permanent
+from campaigns.reports import StatusReport
+from campaigns.settings import ProviderAccount
+from campaigns.statuses import MessageStatus
+from worker.providers.base import (
+    Accepted, BaseProvider, Outgoing, classify, error_text, http_client, json_body, parse_time,
+    to_decimal, transport_errors,
+)
+
+STATUS_MAP = {
+    "sent": MessageStatus.SENT,
+    "delivered": MessageStatus.DELIVERED,
+    "failed": MessageStatus.FAILED,
+}
+
+
+class SmsForAiProvider(BaseProvider):
+    kind: ClassVar[str] = "smsforai"
+
+    def __init__(self, account: ProviderAccount, client: httpx.Client | None = None):
+        self.client = client or http_client(
+            account, Authorization=f"Bearer {account.token.get_secret_value()}",
+            Accept="application/json",
+        )
+        self._prices: dict[str, Decimal] | None = None
+        self._lock = threading.Lock()
+
+    def send(self, message: Outgoing) -> Accepted:
+        body = {"to": message.to, "body": message.body}
+        if message.sender:
+            body["sender_id"] = message.sender
+        with transport_errors():
+            response = self.client.post("/sms/send", json=body)
+        data = json_body(response)
+        if response.status_code not in (200, 201):
+            raise classify(response, error_text(data))
+        if data.get("id") in (None, ""):
+            raise Permanent("accepted without an id")
+        raw = str(data.get("status", ""))
+        return Accepted(str(data["id"]), raw, STATUS_MAP.get(raw, MessageStatus.SENT),
+                        cost=to_decimal(data.get("price_usd")))
+
+    def fetch_status(self, provider_message_id: str) -> StatusReport | None:
+        data = self.call("GET", f"/sms/{provider_message_id}", missing_ok=True)
+        if data is None:
+            return None
+        raw = str(data.get("status", ""))
+        return StatusReport(raw_status=raw, status=STATUS_MAP.get(raw),
+                            provider_message_id=str(data.get("id") or provider_message_id),
+                            cost=to_decimal(data.get("price_usd")),
+                            at=parse_time(data.get("delivered_at")))
+
+    def balance(self) -> Decimal | None:
+        return to_decimal(self.call("GET", "/balance").get("credits_usd"))
+
+    def price(self, region: str) -> Decimal | None:
+        with self._lock:
+            if self._prices is None:
+                with transport_errors():
+                    response = self.client.get("/countries")
+                if response.status_code != 200:
+                    raise classify(response, error_text(json_body(response)))
+                rows = response.json()
+                self._prices = {str(r.get("country_code")): to_decimal(r.get("price_usd"))
+                                for r in rows if isinstance(r, dict)}
+            return self._prices.get(region)
