@@ -191,3 +191,28 @@ def test_messages_of_a_provider_that_never_reports_count_as_done_not_failed(sile
     assert report["counts"]["sent"] == 3 and report["no_report"] == 3 and report["failed"] == 0
     assert report["done"] == 3 and report["pending"] == 0 and report["delivery_rate"] == 0.0
     assert report["by_provider"][silent_gateway]["no_report"] == 3
+
+
+def test_a_mobsms_stop_reply_through_the_incoming_webhook_suppresses_the_sender(services, emulator):
+    from campaigns.models import Suppression
+    from campaigns.settings import configure, get_settings
+    from campaigns.signing import account_webhook_url
+
+    previous = get_settings()
+    mob = ProviderAccount(kind="mobsms", base_url=f"{emulator.url}/mobsms", token="test-token")
+    configure(previous.model_copy(update={"providers": {**previous.providers, "mob": mob}}))
+    try:
+        phones = numbers(2, seed=83)
+        url = account_webhook_url("mob", "incoming")
+        for phone, text in ((phones[0], "STOP please"), (phones[1], "Thanks!")):
+            row = {"id": 55, "sender_number": phone, "message": text, "status": "received",
+                   "direction": "inbound", "created_at": "2026-06-08T09:00:00.000000Z"}
+            answer = httpx.post(url, json={"event": "incoming", "data": row,
+                                           "timestamp": "2026-06-08T09:00:01Z"}, timeout=10)
+            assert answer.status_code == 200, answer.text
+        malformed = httpx.post(url, json={"event": "incoming", "data": {"message": "STOP"}}, timeout=10)
+        assert malformed.status_code == 422
+        with db.session() as s:
+            assert list(s.scalars(select(Suppression.phone))) == [phones[0]]
+    finally:
+        configure(previous)

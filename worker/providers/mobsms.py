@@ -13,7 +13,8 @@ from typing import ClassVar
 
 import httpx
 
-from campaigns.errors import Permanent
+from campaigns.errors import InvalidReport, Permanent
+from campaigns.optout import InboundMessage
 from campaigns.reports import StatusReport
 from campaigns.settings import ProviderAccount
 from campaigns.statuses import MessageStatus
@@ -67,6 +68,14 @@ class MobSmsProvider(BaseProvider):
         if payload.get("event") not in (None, "status") or not isinstance(row, dict):
             return []
         return [_report(row)]
+
+    def parse_inbound(self, payload: dict) -> list[InboundMessage]:
+        """The incoming webhook: ``{"event": ..., "data": <an /api/sms/inbox row>}``."""
+        row = payload.get("data")
+        if not isinstance(row, dict) or not isinstance(row.get("sender_number"), str) \
+                or not isinstance(row.get("message"), str):
+            raise InvalidReport("an inbound message needs data.sender_number and data.message")
+        return [InboundMessage(sender=row["sender_number"], text=row["message"])]
 
     def fetch_status(self, provider_message_id: str) -> StatusReport | None:
         data = self.call("GET", f"/api/sms/{provider_message_id}", missing_ok=True)
