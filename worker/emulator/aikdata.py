@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from worker.emulator.app import Emulator, Record, account_of, valid_number
+from worker.emulator.app import Emulator, Record, account_of, json_or_empty, valid_number
 
 PROVIDER = "aikdata"
 ERRORS = {401: "Unauthorized", 402: "Insufficient credits", 403: "Forbidden",
@@ -36,10 +36,7 @@ def router(emu: Emulator) -> APIRouter:
         await emu.delay()
         if (answer := refused(request, True)) is not None:
             return answer
-        try:
-            body = await request.json()
-        except ValueError:
-            body = {}
+        body = await json_or_empty(request)
         if not body.get("to") or not body.get("body"):
             return _error(400, "to and body are required")
         if not valid_number(body["to"]):

@@ -253,6 +253,15 @@ def valid_number(raw: str) -> bool:
 PREFIXES = ("aikdata", "laravel", "mobsms", "smsforai", "tikosms")
 
 
+async def json_or_empty(request: Request) -> dict:
+    """The body as a JSON object, or {} for anything else: each provider then names what is missing."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 def create_app(emulator: Emulator | None = None) -> FastAPI:
     from worker.emulator import aikdata, laravel, mobsms, smsforai, tikosms
 

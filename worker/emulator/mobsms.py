@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from worker.emulator.app import Emulator, Record, account_of, valid_number
+from worker.emulator.app import Emulator, Record, account_of, json_or_empty, valid_number
 
 PROVIDER = "mobsms"
 PRICE = 100
@@ -69,10 +69,7 @@ def router(emu: Emulator) -> APIRouter:
         await emu.delay()
         if (answer := refused(request, True)) is not None:
             return answer
-        try:
-            body = await request.json()
-        except ValueError:
-            body = {}
+        body = await json_or_empty(request)
         number = body.get("recipient_number") or body.get("phone")
         text = body.get("message")
         if not text or not number:

@@ -14,7 +14,7 @@ import phonenumbers
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from worker.emulator.app import Emulator, Record, account_of, valid_number
+from worker.emulator.app import Emulator, Record, account_of, json_or_empty, valid_number
 
 PROVIDER = "smsforai"
 ERRORS = {401: "Unauthenticated.", 402: "Insufficient credits to send SMS.",
@@ -56,10 +56,7 @@ def router(emu: Emulator) -> APIRouter:
         await emu.delay()
         if (answer := refused(request, True)) is not None:
             return answer
-        try:
-            body = await request.json()
-        except ValueError:
-            body = {}
+        body = await json_or_empty(request)
         to, text = str(body.get("to") or ""), str(body.get("body") or "")
         if not to.startswith("+") or not valid_number(to):
             return _error(422, "The to field must be a valid E.164 number.",
