@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from campaigns.settings import get_settings
@@ -31,7 +31,10 @@ def _make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # No pre-ping: it was a round trip on every checkout, two per send. After a PostgreSQL
+    # restart the first statement on a dead connection fails and invalidates the whole pool;
+    # the send task retries on that error, an HTTP caller gets one 503 and retries.
+    return create_engine(url, pool_size=10, max_overflow=20)
 
 
 _init_lock = threading.Lock()
@@ -71,6 +74,19 @@ def session() -> Iterator[Session]:
     else:
         with _state["sessions"].begin() as s:
             yield s
+
+
+@contextmanager
+def autocommit() -> Iterator[Connection]:
+    """A Core connection whose every statement commits on its own: for the send path's single
+    statements, which so need neither an ORM session nor BEGIN and COMMIT round trips (each
+    costs the sending thread a wait for the GIL; see `herald bench`)."""
+    if engine().dialect.name == "sqlite":
+        with _sqlite_lock, _state["engine"].begin() as conn:
+            yield conn
+    else:
+        with _state["engine"].connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            yield conn
 
 
 def is_postgres() -> bool:

@@ -74,6 +74,11 @@ def test_flower_shows_herald_tasks_with_ids_only(services, start_worker, run_ent
     assert flower.poll() is None, flower_log.read_text()[-2000:]
     worker = start_worker("--pool", "threads", "--concurrency", "4")
     wait_for(lambda: worker.name in api("/api/workers?refresh=1").text, timeout=30, message="Flower to see the worker")
+    # Workers send task events only when asked; Flower asks every 5 s. Ask now rather than wait.
+    from worker.app import app
+
+    wait_for(lambda: any(worker.name in host for reply in app.control.enable_events(reply=True, timeout=2)
+                         for host in reply), timeout=30, message="the worker to send task events")
 
     report, needles = run_campaign()
 

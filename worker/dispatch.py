@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import bindparam, case, func, or_, select, update
 
 from campaigns import db
 from campaigns.clock import now
@@ -69,20 +69,33 @@ def _campaign_info(campaign_id: uuid.UUID) -> CampaignInfo:
         return CampaignInfo(c.sender, c.template, c.provider, c.send_window, c.concurrency)
 
 
-def claim(message_id: int) -> Message | None:
+# The send path's two statements, built once: building and caching an expression per call
+# cost more than running it. ``ts`` is the clock's now, passed in (tests move the clock).
+_CLAIM = (
+    update(Message)
+    .where(Message.id == bindparam("mid"), Message.status == MessageStatus.QUEUED,
+           Message.campaign_id.in_(select(Campaign.id).where(Campaign.status == CampaignStatus.RUNNING)),
+           or_(Message.not_before.is_(None), Message.not_before <= bindparam("ts")))
+    .values(status=MessageStatus.SENDING, claimed_at=bindparam("ts"), attempts=Message.attempts + 1)
+    .returning(Message.id, Message.campaign_id, Message.phone, Message.body, Message.attempts,
+               Message.region)
+)
+_sending = Message.status == MessageStatus.SENDING
+# A report may already have moved the row past `sent`; the reference is recorded anyway.
+_RECORD_SENT = (
+    update(Message).where(Message.id == bindparam("mid"))
+    .values(status=case((_sending, MessageStatus.SENT.value), else_=Message.status),
+            provider=bindparam("account"), provider_message_id=bindparam("ref"),
+            raw_status=case((_sending, bindparam("raw")), else_=Message.raw_status),
+            cost=func.coalesce(Message.cost, bindparam("price", type_=Message.cost.type)),
+            sent_at=bindparam("ts"), error=None)
+)
+
+
+def claim(message_id: int):
     """Take the message for sending, or return None if someone else has it or it is not due."""
-    running = select(Campaign.id).where(Campaign.status == CampaignStatus.RUNNING)
-    with db.session() as s:
-        row = s.execute(
-            update(Message)
-            .where(Message.id == message_id, Message.status == MessageStatus.QUEUED,
-                   Message.campaign_id.in_(running),
-                   or_(Message.not_before.is_(None), Message.not_before <= now()))
-            .values(status=MessageStatus.SENDING, claimed_at=now(), attempts=Message.attempts + 1)
-            .returning(Message.id, Message.campaign_id, Message.phone, Message.body, Message.attempts,
-                       Message.region)
-        ).first()
-    return row
+    with db.autocommit() as conn:
+        return conn.execute(_CLAIM, {"mid": message_id, "ts": now()}).first()
 
 
 def send(message_id: int) -> Outcome:
@@ -184,18 +197,9 @@ def _defer(row, wait: float, reason: str, extra: dict) -> Outcome:
 
 
 def _record_sent(message_id: int, provider: str, provider_message_id: str, raw_status: str, cost) -> None:
-    with db.session() as s:
-        # A report may already have moved the row past `sent`; the reference is recorded anyway.
-        s.execute(
-            update(Message).where(Message.id == message_id).values(
-                status=case((Message.status == MessageStatus.SENDING, MessageStatus.SENT.value),
-                            else_=Message.status),
-                provider=provider, provider_message_id=provider_message_id,
-                raw_status=case((Message.status == MessageStatus.SENDING, raw_status),
-                                else_=Message.raw_status),
-                cost=func.coalesce(Message.cost, cost), sent_at=now(), error=None,
-            )
-        )
+    with db.autocommit() as conn:
+        conn.execute(_RECORD_SENT, {"mid": message_id, "account": provider, "ref": provider_message_id,
+                                    "raw": raw_status, "price": cost, "ts": now()})
 
 
 def _finish(message_id: int, status: MessageStatus, error: str) -> None:

@@ -8,6 +8,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
 import campaigns
@@ -34,6 +35,12 @@ def create_app() -> FastAPI:
 
     # One 422 shape for both: {"detail": [{"loc": ["body", field, ...], "msg", "type"}]}, never
     # echoing the input (it may hold numbers or message text).
+    @app.exception_handler(OperationalError)
+    async def _database_unavailable(_request: Request, _exc: OperationalError) -> JSONResponse:
+        # Nothing was written (each request is one transaction); the caller retries.
+        return JSONResponse({"detail": "the database is unavailable; retry shortly"}, status_code=503,
+                            headers={"Retry-After": "1"})
+
     @app.exception_handler(SubmissionError)
     async def _refused(_request: Request, exc: SubmissionError):
         return JSONResponse({"detail": [{"type": "submission_error", **e, "loc": ["body", *e["loc"]]} for e in exc.errors]},

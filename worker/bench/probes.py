@@ -74,14 +74,17 @@ def percentile(values: list[float], q: float) -> float | None:
 
 @contextmanager
 def profiled(directory: Path | None, stage: str, pids: Iterable[int]) -> Iterator[None]:
-    """Sample ``pids`` with py-spy while the block runs; each gets a raw profile and a top list."""
+    """Sample ``pids`` with py-spy while the block runs; each gets a raw profile and a top list.
+
+    Only threads holding the GIL are sampled: the profile shows where the CPU goes, not waits.
+    """
     spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if directory is None or spy is None:
         yield
         return
     directory.mkdir(parents=True, exist_ok=True)
     spies = {pid: subprocess.Popen(
-        [spy, "record", "--pid", str(pid), "--nonblocking", "--format", "raw",
+        [spy, "record", "--pid", str(pid), "--nonblocking", "--gil", "--rate", "250", "--format", "raw",
          "--output", str(directory / f"{stage}-{pid}.txt")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for pid in pids}
     try:

@@ -306,12 +306,13 @@ class _Bench:
             self.hostnames.append(hostname)
 
     def _wait_for_workers(self) -> None:
+        from worker.app import app
+
         def ready() -> bool:
             for i, proc in enumerate(self.workers):
                 if proc.poll() is not None:
                     raise RuntimeError(f"a worker exited; see {self.logdir / f'worker{i}.log'}")
-            return all(" ready." in (self.logdir / f"worker{i}.log").read_text()
-                       for i in range(len(self.workers)))
+            return len(app.control.ping(destination=self.hostnames, timeout=0.5)) == len(self.workers)
 
         _wait(ready, 120, "the workers to start")
 
