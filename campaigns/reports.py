@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -43,6 +44,29 @@ class StatusReport:
         return (part, total) if total > 1 and 1 <= part <= total else None
 
 
+# Built once: a report costs two statements, and building them per report cost more than running them.
+_STORE_REPORT = insert(DeliveryReport.__table__)
+
+
+@functools.cache
+def _advance(status: MessageStatus, by_campaign: bool):
+    """The conditional UPDATE that moves a message up to ``status`` (never down), and nothing
+    outside the report's scope: its campaign (``cid``), else its provider's messages."""
+    t = Message.__table__
+    scope = (t.c.campaign_id == bindparam("cid")) if by_campaign else or_(
+        t.c.provider == bindparam("b_provider"), t.c.provider.is_(None))
+    values: dict[str, Any] = {
+        "status": status.value, "raw_status": bindparam("b_raw"),
+        "cost": func.coalesce(bindparam("b_cost", type_=t.c.cost.type), t.c.cost),
+        "error": func.coalesce(bindparam("b_error", type_=t.c.error.type), t.c.error),
+    }
+    if status in FINAL:
+        values["final_at"] = bindparam("b_final_at", type_=t.c.final_at.type)
+    lower = [st.value for st in MessageStatus if rank(st) < rank(status)]
+    return (update(t).where(t.c.id == bindparam("mid"), t.c.status.in_(lower), scope)
+            .values(**values).returning(t.c.campaign_id, t.c.callback_url))
+
+
 def apply_report(s: Session, provider: str, report: StatusReport, payload: dict, *,
                  campaign_id: uuid.UUID | None = None) -> bool:
     """Store the raw report, then move the message forward if the report is news. True if it moved.
@@ -61,11 +85,12 @@ def apply_report(s: Session, provider: str, report: StatusReport, payload: dict,
     if parts and message_id is not None and report.status is not None:
         # Parts of one message arriving together must see each other: serialise on the row.
         s.execute(select(Message.id).where(Message.id == message_id).with_for_update())
-    s.execute(insert(DeliveryReport).values(
-        message_id=message_id, provider=provider, provider_message_id=report.provider_message_id,
-        raw_status=report.raw_status, status=report.status, payload=payload,
-        part=parts[0] if parts else None, cost=report.cost, at=report.at,
-    ))
+    conn = s.connection()
+    conn.execute(_STORE_REPORT, {
+        "message_id": message_id, "provider": provider, "provider_message_id": report.provider_message_id,
+        "raw_status": report.raw_status, "status": report.status, "payload": payload,
+        "part": parts[0] if parts else None, "cost": report.cost, "at": report.at,
+    })
     if report.status is None:
         log.warning("unmapped provider status kept raw",
                     extra={"provider": provider, "message_id": message_id, "raw_status": report.raw_status})
@@ -76,19 +101,11 @@ def apply_report(s: Session, provider: str, report: StatusReport, payload: dict,
     status, cost, at = report.status, report.cost, report.at
     if parts:
         status, cost, at = _fold(s, message_id, parts[1])
-    lower = [st.value for st in MessageStatus if rank(st) < rank(status)]
-    values: dict[str, Any] = {"status": status, "raw_status": report.raw_status}
-    if status in FINAL:
-        values["final_at"] = at or clock.now()
-    if cost is not None:
-        values["cost"] = cost
-    if report.error:
-        values["error"] = report.error
     # One conditional UPDATE: of N concurrent copies of a report, exactly one matches.
-    moved = s.execute(
-        update(Message).where(Message.id == message_id, Message.status.in_(lower), *scope)
-        .values(**values).returning(Message.campaign_id, Message.callback_url)
-    ).first()
+    moved = conn.execute(_advance(status, campaign_id is not None), {
+        "mid": message_id, "cid": campaign_id, "b_provider": provider, "b_raw": report.raw_status,
+        "b_cost": cost, "b_error": report.error or None, "b_final_at": (at or clock.now()) if status in FINAL else None,
+    }).first()
     if moved is None:
         if parts and cost is not None:
             # A late part still adds its price: the cost is every part's, whatever the order.

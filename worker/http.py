@@ -16,12 +16,12 @@ from campaigns import db, lifecycle
 from campaigns.errors import ConfigurationError, InvalidReport, InvalidTransition, NotFound, SubmissionError
 from campaigns.listing import list_messages
 from campaigns.optout import record_inbound
-from campaigns.reports import StatusReport, apply_report, campaign_report, close_if_finished
+from campaigns.reports import StatusReport, campaign_report
 from campaigns.schema import Receipt, Submission
 from campaigns.signing import valid_account_webhook_token, valid_webhook_token
 from worker import auth, health, http_intake, metrics
-from worker.logs import log_context
 from worker.providers import get_provider
+from worker.webhook_batch import Batcher, Item
 
 
 _NOT_FOUND = {404: {"description": "no such campaign"}}
@@ -32,6 +32,7 @@ def create_app() -> FastAPI:
     app = FastAPI(title="Herald", version="0.1.0",
                   description="Bulk SMS campaign dispatch: intake, status and delivery reports.")
     auth.install(app)
+    reports_batch = Batcher()  # delivery reports arriving together are applied together
 
     # One 422 shape for both: {"detail": [{"loc": ["body", field, ...], "msg", "type"}]}, never
     # echoing the input (it may hold numbers or message text).
@@ -116,7 +117,7 @@ def create_app() -> FastAPI:
         if not valid_account_webhook_token(account, "status", token):
             raise HTTPException(401, "invalid webhook token")
         payload, reports = await _reports(account, request)
-        return {"applied": await run_in_threadpool(_apply, account, None, reports, payload)}
+        return {"applied": await reports_batch.apply(Item(account, None, reports, payload))}
 
     @app.post("/v1/webhooks/{account}/incoming/{token}", include_in_schema=False)
     async def account_incoming_webhook(account: str, token: str, request: Request):
@@ -142,8 +143,7 @@ def create_app() -> FastAPI:
         if not valid_webhook_token(campaign_id, token):
             raise HTTPException(401, "invalid webhook token")
         payload, reports = await _reports(account, request)
-        moved = await run_in_threadpool(_apply, account, uuid.UUID(campaign_id), reports, payload)
-        return {"applied": moved}
+        return {"applied": await reports_batch.apply(Item(account, uuid.UUID(campaign_id), reports, payload))}
 
     return app
 
@@ -181,32 +181,6 @@ async def _reports(account: str, request: Request) -> tuple[dict, list[StatusRep
         if report.message_id is None and not report.provider_message_id:
             raise HTTPException(422, f"report {n} names no message")
     return payload, reports
-
-
-def _apply(account: str, campaign_id: uuid.UUID | None, reports: list, payload: dict) -> int:
-    # Stored and applied in one transaction before the 2xx: an acknowledged report is never lost.
-    with log_context(campaign_id=str(campaign_id) if campaign_id else None), db.session() as s:
-        moved = [apply_report(s, account, r, payload, campaign_id=campaign_id) for r in reports]
-    if any(moved):
-        touched = {campaign_id} if campaign_id else _campaigns_of(reports, account)
-        # Checked after our commit: of two last reports committing together, the later sees both.
-        with db.session() as s:
-            for cid in touched:
-                close_if_finished(s, cid)
-    return sum(moved)
-
-
-def _campaigns_of(reports: list[StatusReport], account: str) -> set[uuid.UUID]:
-    from sqlalchemy import or_, select
-
-    from campaigns.models import Message
-
-    ids = [r.message_id for r in reports if r.message_id is not None]
-    refs = [r.provider_message_id for r in reports if r.provider_message_id]
-    with db.session() as s:
-        return set(s.scalars(select(Message.campaign_id).distinct().where(or_(
-            Message.id.in_(ids), (Message.provider == account) & Message.provider_message_id.in_(refs),
-        ))))
 
 
 def _record_inbound(messages) -> int:
