@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -91,18 +92,20 @@ def emulator(host: str, port: int, latency_ms: float, report_delay_ms: float,
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True)
+@click.option("--workers", default=1, show_default=True,
+              help="processes sharing the port (a burst of delivery reports needs more than one core)")
 @click.option("--json", "as_json", is_flag=True, help="log JSON lines")
-def api(host: str, port: int, as_json: bool) -> None:
+def api(host: str, port: int, workers: int, as_json: bool) -> None:
     """Serve the HTTP API (intake, status, delivery-report webhooks, /metrics, health)."""
     import uvicorn
 
-    from worker.http import create_app
-
+    if as_json:
+        os.environ["HERALD_LOG_JSON"] = "1"  # read again by each worker process
     _json_logs(as_json)
     # log_config=None: uvicorn's records go through Herald's handler (plain or JSON, tokens redacted);
     # no access log: a line per delivery report costs throughput.
-    uvicorn.run(create_app(), host=host, port=port, log_level="info", log_config=None,
-                access_log=False)
+    uvicorn.run("worker.http:create_served_app", factory=True, workers=workers, host=host, port=port,
+                log_level="info", log_config=None, access_log=False)
 
 
 @main.command()

@@ -28,6 +28,14 @@ _NOT_FOUND = {404: {"description": "no such campaign"}}
 _CONTROL_ERRORS = {**_NOT_FOUND, 409: {"description": "the campaign's status does not allow this"}}
 
 
+def create_served_app() -> FastAPI:
+    """`herald api`'s factory: each worker process sets up Herald's logging, then the app."""
+    from worker.logs import setup_logging
+
+    setup_logging()
+    return create_app()
+
+
 def create_app() -> FastAPI:
     app = FastAPI(title="Herald", version="0.1.0",
                   description="Bulk SMS campaign dispatch: intake, status and delivery reports.")

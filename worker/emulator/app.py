@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
+from queue import Empty, SimpleQueue
 from dataclasses import asdict, dataclass, field
 
 import httpx
@@ -95,7 +96,7 @@ class Emulator:
         # Reports are pushed from threads with a blocking client: httpx's async pool spent 2-7 ms
         # of CPU per request under a burst, the blocking one under 1 ms (see `herald bench`).
         self._client: httpx.Client | None = None
-        self._pushers_pool: ThreadPoolExecutor | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     # -- helpers used by provider routers -------------------------------------------------
     async def delay(self) -> None:
@@ -177,29 +178,29 @@ class Emulator:
         return self.rng.random() < self.knobs.delivered_ratio
 
     async def push(self, url: str, payload: dict) -> None:
-        """POST a report, retrying a few times like a real provider would."""
-        if self._client is None:
-            self._client = httpx.Client(timeout=10, limits=httpx.Limits(max_connections=PUSH_THREADS))
-            self._pushers_pool = ThreadPoolExecutor(PUSH_THREADS, thread_name_prefix="push")
-        for attempt in range(5):
-            seconds = await asyncio.get_running_loop().run_in_executor(
-                self._pushers_pool, self._post, url, payload)
-            if seconds is not None:
-                with self._lock:
-                    self.push_seconds.append(seconds)
-                    self.reports_pushed += 1
-                return
-            await asyncio.sleep(0.2 * 2 ** attempt)
-        self.reports_failed += 1
+        await asyncio.get_running_loop().run_in_executor(self._pushers(), self._push, url, payload)
 
-    def _post(self, url: str, payload: dict) -> float | None:
-        """The round trip's seconds, or None if the receiver failed (5xx or no answer)."""
-        started = time.perf_counter()
-        try:
-            response = self._client.post(url, json=payload)
-        except httpx.HTTPError:
-            return None
-        return time.perf_counter() - started if response.status_code < 500 else None
+    def _pushers(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._client = httpx.Client(timeout=10, limits=httpx.Limits(max_connections=PUSH_THREADS))
+            self._pool = ThreadPoolExecutor(PUSH_THREADS, thread_name_prefix="push")
+        return self._pool
+
+    def _push(self, url: str, payload: dict) -> None:
+        """POST a report, retrying a few times like a real provider would (on a push thread)."""
+        for attempt in range(5):
+            started = time.perf_counter()
+            try:
+                if self._client.post(url, json=payload).status_code < 500:
+                    with self._lock:
+                        self.push_seconds.append(time.perf_counter() - started)
+                        self.reports_pushed += 1
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2 * 2 ** attempt)
+        with self._lock:
+            self.reports_failed += 1
 
     async def report(self, url: str, payload: dict) -> None:
         if self.knobs.hold_reports:
@@ -207,17 +208,23 @@ class Emulator:
         else:
             await self.push(url, payload)
 
-    async def release(self, concurrency: int = PUSH_THREADS) -> int:
-        """Push every held report, ``concurrency`` at a time; returns how many were held."""
+    async def release(self) -> int:
+        """Push every held report from the push threads; returns how many were held."""
         held, self.held = self.held, []
-        queue = iter(held)
+        queue: SimpleQueue = SimpleQueue()
+        for item in held:
+            queue.put(item)
 
-        async def pusher() -> None:
-            for url, payload in queue:
-                await self.push(url, payload)
+        def pusher() -> None:
+            while not queue.empty():
+                try:
+                    self._push(*queue.get_nowait())
+                except Empty:
+                    return
 
-        # Referenced until done: the event loop keeps only weak references to tasks.
-        self._pushers = {asyncio.get_running_loop().create_task(pusher()) for _ in range(concurrency)}
+        pool = self._pushers()
+        for _ in range(PUSH_THREADS):
+            pool.submit(pusher)
         return len(held)
 
     def stats(self) -> dict:
