@@ -34,7 +34,10 @@ def _make_engine(url: str) -> Engine:
     # No pre-ping: it was a round trip on every checkout, two per send. After a PostgreSQL
     # restart the first statement on a dead connection fails and invalidates the whole pool;
     # the send task retries on that error, an HTTP caller gets one 503 and retries.
-    return create_engine(url, pool_size=10, max_overflow=20)
+    # The pool keeps as many connections as a worker has threads (24): a connection beyond
+    # pool_size is closed when returned, and reopening one per send cost more than the send's
+    # own statements. Connections open only when needed, so a quiet process holds few.
+    return create_engine(url, pool_size=32, max_overflow=8)
 
 
 _init_lock = threading.Lock()
