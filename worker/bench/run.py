@@ -262,14 +262,17 @@ class _Bench:
             with db.session() as s:
                 return s.scalar(select(Campaign.status).where(Campaign.id == cid)) == CampaignStatus.COMPLETED
 
+        finals = [MessageStatus.DELIVERED, MessageStatus.FAILED, MessageStatus.EXPIRED]
         with profiled(self.opts.profile_dir, "reports", process_tree(self.api.pid)):
             httpx.post(f"{self.emulator.url}/_emulator/release", timeout=30).raise_for_status()
+            _wait_progressing(lambda: _count(cid, finals), accepted, self.opts.timeout_s,
+                              f"{accepted} delivery reports (herald api log in {self.logdir})")
             _wait(completed, self.opts.timeout_s, "the campaign to complete")
         peak = rss.mb()
         with db.session() as s:
             last = s.scalar(select(func.max(DeliveryReport.received_at)))
         elapsed = last.timestamp() - started
-        final = _count(cid, [MessageStatus.DELIVERED, MessageStatus.FAILED, MessageStatus.EXPIRED])
+        final = _count(cid, finals)
         pushes = self.emulator.records()["push_seconds"][pushed_before:]
         self.results["reports"] = {
             "rate": round(final / elapsed, 1), "peak_rss_mb": peak, **_ms(pushes),
