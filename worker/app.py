@@ -41,10 +41,10 @@ def celery_config(settings: Settings) -> dict:
         "worker_concurrency": 24,
         "worker_prefetch_multiplier": 4,
         # Off until asked: Flower turns them on (every 5 s while it runs), as does
-        # `celery -A worker control enable_events`. Three events per task cost dispatch ~10%.
+        # `celery -A worker control enable_events`. Each task would publish three events to Redis.
         "worker_send_task_events": False,
         # Off: a "sent" event is a second Redis round trip per published task and halves fan-out
-        # (see `herald bench`); Flower still shows each task from the worker's own events.
+        # (see `herald bench`); Flower still shows each task from the workers' events.
         "task_send_sent_event": False,
         "task_default_queue": "herald",
         "task_queues": (Queue("herald"), Queue("send")),

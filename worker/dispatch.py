@@ -95,7 +95,7 @@ _RECORD_SENT = (
 def claim(message_id: int):
     """Take the message for sending, or return None if someone else has it or it is not due."""
     with db.autocommit() as conn:
-        return conn.execute(_CLAIM, {"mid": message_id, "ts": now()}).first()
+        return db.first(conn, _CLAIM, {"mid": message_id, "ts": now()})
 
 
 def send(message_id: int) -> Outcome:
@@ -198,7 +198,7 @@ def _defer(row, wait: float, reason: str, extra: dict) -> Outcome:
 
 def _record_sent(message_id: int, provider: str, provider_message_id: str, raw_status: str, cost) -> None:
     with db.autocommit() as conn:
-        conn.execute(_RECORD_SENT, {"mid": message_id, "account": provider, "ref": provider_message_id,
+        db.first(conn, _RECORD_SENT, {"mid": message_id, "account": provider, "ref": provider_message_id,
                                     "raw": raw_status, "price": cost, "ts": now()})
 
 
