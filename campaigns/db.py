@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import threading
-from enum import Enum
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import Enum
 
-from sqlalchemy import Connection, Engine, create_engine, event
 from psycopg.rows import namedtuple_row
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from campaigns.settings import get_settings
@@ -103,6 +103,8 @@ def first(conn: Connection, statement, params: dict):
     if conn.dialect.name != "postgresql":
         return conn.execute(statement, params).first()
     sql, fixed = _compiled(statement, conn.dialect)
+    # A broken connection raises psycopg's own OperationalError here (the send task retries on
+    # it); the pool's reset on return finds it broken and never hands it out again.
     with conn.connection.driver_connection.cursor(row_factory=namedtuple_row) as cur:
         cur.execute(sql, {**fixed, **params})
         return cur.fetchone() if cur.description else None

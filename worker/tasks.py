@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from sqlalchemy.exc import OperationalError
 
 from campaigns.settings import get_settings
@@ -43,8 +44,9 @@ def fan_out(campaign_id: str) -> int:
 
 # A lost database connection (a PostgreSQL restart) fails one statement: run the send again.
 # The claim makes that safe: a send already made finds its row claimed and is left to the sweeper.
-@app.task(name="herald.send_message", bind=True, max_retries=None, autoretry_for=(OperationalError,),
-          retry_backoff=1, retry_backoff_max=MAX_COUNTDOWN_S)
+@app.task(name="herald.send_message", bind=True, max_retries=None,
+          autoretry_for=(OperationalError, psycopg.OperationalError), retry_backoff=1,
+          retry_backoff_max=MAX_COUNTDOWN_S)
 def send_message(self, message_id: int) -> str:
     with log_context(message_id=message_id):
         outcome = dispatch.send(message_id)
