@@ -42,14 +42,14 @@ def create_app() -> FastAPI:
     auth.install(app)
     reports_batch = Batcher()  # delivery reports arriving together are applied together
 
-    # One 422 shape for both: {"detail": [{"loc": ["body", field, ...], "msg", "type"}]}, never
-    # echoing the input (it may hold numbers or message text).
     @app.exception_handler(OperationalError)
     async def _database_unavailable(_request: Request, _exc: OperationalError) -> JSONResponse:
         # Nothing was written (each request is one transaction); the caller retries.
         return JSONResponse({"detail": "the database is unavailable; retry shortly"}, status_code=503,
                             headers={"Retry-After": "1"})
 
+    # One 422 shape for both: {"detail": [{"loc": ["body", field, ...], "msg", "type"}]}, never
+    # echoing the input (it may hold numbers or message text).
     @app.exception_handler(SubmissionError)
     async def _refused(_request: Request, exc: SubmissionError):
         return JSONResponse({"detail": [{"type": "submission_error", **e, "loc": ["body", *e["loc"]]} for e in exc.errors]},
