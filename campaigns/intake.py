@@ -121,6 +121,10 @@ class _Tally:
         self.samples: list[InvalidSample] = []
 
 
+# PostgreSQL text cannot hold NUL; a file with one in a field loses that recipient, not the campaign.
+NUL_REASON = "a field holds a NUL (\\u0000) character, which text cannot hold"
+
+
 def read_recipient(raw: Any) -> tuple[str, Mapping[str, Any] | None, str | None, str | None]:
     """``(number, template fields, client_ref, callback_url)`` of one raw recipient.
 
@@ -170,6 +174,8 @@ def _store_recipients(s: Session, campaign: Campaign, recipients: Iterable[Any],
                 phone, values, client_ref, callback_url = read_recipient(raw)
                 number = normalise(phone, region_default)
                 body = render(template, values or {}) if placeholders else None
+                if "\x00" in f"{body or ''}{client_ref or ''}{callback_url or ''}":
+                    raise InvalidRecipient(NUL_REASON)
             except (InvalidRecipient, MissingField) as exc:
                 reason = str(exc)
                 rejections.append((cid, position, "invalid", reason, None))

@@ -51,3 +51,17 @@ def test_submit_campaigns_and_report(services, tmp_path):
     assert "duplicates / invalid / suppressed" in table and "│" in table
     missing = runner.invoke(cli, ["report", "00000000-0000-0000-0000-000000000000"])
     assert missing.exit_code == 1 and "no campaign" in missing.output
+
+
+def test_a_nul_byte_in_a_csv_field_loses_that_recipient_only(services, tmp_path):
+    runner = CliRunner()
+    recipients = tmp_path / "list.csv"
+    recipients.write_bytes(b"to,name,client_ref\n+447400123456,Ann,a\n+447400123457,B\x00ob,b\n"
+                           b"+447400123458,Cy,c\x00\n+447400123459,Di,d\n")
+    submitted = runner.invoke(cli, ["submit", str(recipients), "--from", "Herald", "--message", "Hi {name}",
+                                    "--json"])
+    assert submitted.exit_code == 0, submitted.output
+    receipt = json.loads(submitted.stdout)
+    assert (receipt["accepted"], receipt["invalid"]) == (2, 2), receipt
+    assert {r["reason"] for r in receipt["invalid_reasons"]} == {
+        "a field holds a NUL (\\u0000) character, which text cannot hold"}
