@@ -101,7 +101,8 @@ def first(conn: Connection, statement, params: dict):
     statements of every send, SQLAlchemy's per-execution work cost more than PostgreSQL's own.
     """
     if conn.dialect.name != "postgresql":
-        return conn.execute(statement, params).first()
+        result = conn.execute(statement, params)
+        return result.first() if result.returns_rows else None
     sql, fixed = _compiled(statement, conn.dialect)
     # A broken connection raises psycopg's own OperationalError here (the send task retries on
     # it); the pool's reset on return finds it broken and never hands it out again.
