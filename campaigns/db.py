@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from enum import Enum
 
 from psycopg.rows import namedtuple_row
@@ -70,15 +71,15 @@ def reset() -> None:
 _sqlite_lock = threading.RLock()
 
 
+def _one_writer():
+    return _sqlite_lock if engine().dialect.name == "sqlite" else nullcontext()
+
+
 @contextmanager
 def session() -> Iterator[Session]:
     """A session in one transaction: committed on success, rolled back on any error."""
-    if engine().dialect.name == "sqlite":
-        with _sqlite_lock, _state["sessions"].begin() as s:
-            yield s
-    else:
-        with _state["sessions"].begin() as s:
-            yield s
+    with _one_writer(), _state["sessions"].begin() as s:
+        yield s
 
 
 @contextmanager
@@ -86,12 +87,8 @@ def autocommit() -> Iterator[Connection]:
     """A Core connection whose every statement commits on its own: for the send path's single
     statements, which so need neither an ORM session nor BEGIN and COMMIT round trips (each
     costs the sending thread a wait for the GIL; see `herald bench`)."""
-    if engine().dialect.name == "sqlite":
-        with _sqlite_lock, _state["engine"].begin() as conn:
-            yield conn
-    else:
-        with _state["engine"].connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            yield conn
+    with _one_writer(), _state["engine"].connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def first(conn: Connection, statement, params: dict):
@@ -111,20 +108,14 @@ def first(conn: Connection, statement, params: dict):
         return cur.fetchone() if cur.description else None
 
 
-_compiled_by_id: dict[int, tuple] = {}
-
-
+@functools.cache
 def _compiled(statement, dialect) -> tuple[str, dict]:
     """The statement's SQL for psycopg and its constant parameters (enums as their values)."""
-    entry = _compiled_by_id.get(id(statement))
-    if entry is None or entry[0] is not statement:
-        compiled = statement.compile(dialect=dialect)
-        sql = str(compiled)
-        if "POSTCOMPILE" in sql:
-            raise ValueError("db.first() takes no expanding IN parameters")
-        fixed = {k: v.value if isinstance(v, Enum) else v for k, v in compiled.params.items()}
-        entry = _compiled_by_id[id(statement)] = (statement, sql, fixed)
-    return entry[1], entry[2]
+    compiled = statement.compile(dialect=dialect)
+    sql = str(compiled)
+    if "POSTCOMPILE" in sql:
+        raise ValueError("db.first() takes no expanding IN parameters")
+    return sql, {k: v.value if isinstance(v, Enum) else v for k, v in compiled.params.items()}
 
 
 def is_postgres() -> bool:

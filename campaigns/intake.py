@@ -151,6 +151,8 @@ def read_recipient(raw: Any) -> tuple[str, Mapping[str, Any] | None, str | None,
     if callback_url is not None and not (isinstance(callback_url, str)
                                          and callback_url.startswith(("http://", "https://"))):
         raise InvalidRecipient("callback_url must be an http(s) URL")
+    if "\x00" in f"{client_ref or ''}{callback_url or ''}":
+        raise InvalidRecipient(NUL_REASON)
     return phone, raw, client_ref, callback_url
 
 
@@ -174,7 +176,7 @@ def _store_recipients(s: Session, campaign: Campaign, recipients: Iterable[Any],
                 phone, values, client_ref, callback_url = read_recipient(raw)
                 number = normalise(phone, region_default)
                 body = render(template, values or {}) if placeholders else None
-                if "\x00" in f"{body or ''}{client_ref or ''}{callback_url or ''}":
+                if body is not None and "\x00" in body:
                     raise InvalidRecipient(NUL_REASON)
             except (InvalidRecipient, MissingField) as exc:
                 reason = str(exc)

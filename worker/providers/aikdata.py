@@ -15,7 +15,7 @@ from campaigns.reports import StatusReport
 from campaigns.settings import ProviderAccount
 from campaigns.statuses import MessageStatus
 from worker.providers.base import (
-    Accepted, BaseProvider, Outgoing, classify, error_text, http_client, json_body, parse_time,
+    Accepted, BaseProvider, Outgoing, bearer_client, classify, error_text, json_body, parse_time,
     transport_errors,
 )
 
@@ -35,9 +35,7 @@ class AikDataProvider(BaseProvider):
     kind: ClassVar[str] = "aikdata"
 
     def __init__(self, account: ProviderAccount, client: httpx.Client | None = None):
-        self.client = client or http_client(
-            account, Authorization=f"Bearer {account.token.get_secret_value()}"
-        )
+        self.client = client or bearer_client(account)
 
     def send(self, message: Outgoing) -> Accepted:
         body = {"to": message.to, "body": message.body, "from": message.sender}

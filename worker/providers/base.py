@@ -204,6 +204,11 @@ def transport_errors() -> Iterator[None]:
         raise Ambiguous(f"transport failure ({type(exc).__name__})") from exc
 
 
+def bearer_client(account: ProviderAccount, **headers: str) -> httpx.Client:
+    """The HTTP client of a provider that takes the account's token as a Bearer token."""
+    return http_client(account, Authorization=f"Bearer {account.token.get_secret_value()}", **headers)
+
+
 def http_client(account: ProviderAccount, **headers: str) -> httpx.Client:
     return httpx.Client(
         base_url=account.base_url.rstrip("/"),

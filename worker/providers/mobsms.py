@@ -19,7 +19,7 @@ from campaigns.reports import StatusReport
 from campaigns.settings import ProviderAccount
 from campaigns.statuses import MessageStatus
 from worker.providers.base import (
-    Accepted, BaseProvider, Outgoing, classify, error_text, http_client, json_body, parse_time,
+    Accepted, BaseProvider, Outgoing, bearer_client, classify, error_text, json_body, parse_time,
     reference_id, to_decimal, transport_errors,
 )
 
@@ -40,10 +40,7 @@ class MobSmsProvider(BaseProvider):
     lookup_by_reference: ClassVar[bool] = True
 
     def __init__(self, account: ProviderAccount, client: httpx.Client | None = None):
-        self.client = client or http_client(
-            account, Authorization=f"Bearer {account.token.get_secret_value()}",
-            Accept="application/json",
-        )
+        self.client = client or bearer_client(account, Accept="application/json")
 
     def send(self, message: Outgoing) -> Accepted:
         body = {"message": message.body, "recipient_number": message.to, "my_id": message.reference}

@@ -18,7 +18,7 @@ from campaigns.reports import StatusReport
 from campaigns.settings import ProviderAccount
 from campaigns.statuses import MessageStatus
 from worker.providers.base import (
-    Accepted, BaseProvider, Outgoing, classify, error_text, http_client, json_body, parse_time,
+    Accepted, BaseProvider, Outgoing, bearer_client, classify, error_text, json_body, parse_time,
     to_decimal, transport_errors,
 )
 
@@ -33,10 +33,7 @@ class SmsForAiProvider(BaseProvider):
     kind: ClassVar[str] = "smsforai"
 
     def __init__(self, account: ProviderAccount, client: httpx.Client | None = None):
-        self.client = client or http_client(
-            account, Authorization=f"Bearer {account.token.get_secret_value()}",
-            Accept="application/json",
-        )
+        self.client = client or bearer_client(account, Accept="application/json")
         self._prices: dict[str, Decimal] | None = None
         self._lock = threading.Lock()
 

@@ -15,7 +15,7 @@ from campaigns.reports import StatusReport
 from campaigns.settings import ProviderAccount
 from campaigns.statuses import MessageStatus
 from worker.providers.base import (
-    Accepted, BaseProvider, Outgoing, classify, error_text, http_client, json_body, parse_time, reference_id, to_decimal,
+    Accepted, BaseProvider, Outgoing, bearer_client, classify, error_text, json_body, parse_time, reference_id, to_decimal,
     transport_errors,
 )
 
@@ -58,9 +58,7 @@ class TikoSmsProvider(BaseProvider):
     pushes_reports: ClassVar[bool] = True
 
     def __init__(self, account: ProviderAccount, client: httpx.Client | None = None):
-        self.client = client or http_client(
-            account, Authorization=f"Bearer {account.token.get_secret_value()}"
-        )
+        self.client = client or bearer_client(account)
 
     def send(self, message: Outgoing) -> Accepted:
         body = {
