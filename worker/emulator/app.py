@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import logging
 import math
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
@@ -19,9 +22,13 @@ import phonenumbers
 from fastapi import FastAPI, Request
 from pydantic import BaseModel
 
-# The kinds of failure a send can be made to answer, each with a documented status code.
-ERROR_STATUS = {"auth": 401, "credits": 402, "forbidden": 403, "rate": 429, "server": 500}
+from worker.emulator import documents
+
 PUSH_THREADS = 32  # report pushes in flight at once
+PUSH_ATTEMPTS = 5  # a report not taken (no 2xx) is posted again, backing off, this many times in all
+PUSH_BACKOFF_S = 0.2
+
+log = logging.getLogger("worker.emulator")
 
 
 class Knobs(BaseModel):
@@ -53,6 +60,16 @@ class Knobs(BaseModel):
     tokens: list[str] = ["test-token"]
     # Laravel v1 form credentials: username -> password.
     users: dict[str, str] = {"test-user": "test-pass"}
+    # The Laravel gateway's number rule is not in its document (its examples are national,
+    # 0701234567): "any" takes national numbers of `laravel_region` and E.164 alike; "e164" or
+    # "national" refuses the other form with the documented 400.
+    laravel_number_format: str = "any"
+    laravel_region: str = "KE"
+    # MobSMS calls my_id "echoed back" but no answer in its document shows it: off, rows carry
+    # only documented fields; on, every message row carries my_id.
+    mobsms_echo_my_id: bool = False
+    # SMS for AI: sends per account per day before 429 "per-day" (0: no daily quota).
+    smsforai_daily_quota: int = 0
     seed: int | None = None
 
 
@@ -86,6 +103,7 @@ class Emulator:
         self._windows: dict[tuple[str, str], tuple[float, int]] = {}
         self.reports_pushed = 0
         self.reports_failed = 0
+        self.push_answers: Counter = Counter()  # status of every report push not taken (0: no answer)
         # Requests being served right now, and the most ever at once, per path.
         self.current: dict[str, int] = {}
         self.peak: dict[str, int] = {}
@@ -162,7 +180,7 @@ class Emulator:
                 return
             record.status = delivered if self.final_status() else failed
             record.delivered_at = time.time()
-            if on_final is not None and record.callback_url and self.knobs.push_reports:
+            if on_final is not None and self.knobs.push_reports:
                 await on_final(record)
 
         asyncio.get_running_loop().create_task(settle())
@@ -187,18 +205,26 @@ class Emulator:
         return self._pool
 
     def _push(self, url: str, payload: dict) -> None:
-        """POST a report, retrying a few times like a real provider would (on a push thread)."""
-        for attempt in range(5):
+        """POST a report as a provider does (on a push thread): only a 2xx answer takes it;
+        anything else is logged with its status and posted again, backing off."""
+        for attempt in range(1, PUSH_ATTEMPTS + 1):
             started = time.perf_counter()
             try:
-                if self._client.post(url, json=payload).status_code < 500:
-                    with self._lock:
-                        self.push_seconds.append(time.perf_counter() - started)
-                        self.reports_pushed += 1
-                    return
+                status = self._client.post(url, json=payload).status_code
             except httpx.HTTPError:
-                pass
-            time.sleep(0.2 * 2 ** attempt)
+                status = 0
+            if 200 <= status < 300:
+                with self._lock:
+                    self.push_seconds.append(time.perf_counter() - started)
+                    self.reports_pushed += 1
+                return
+            with self._lock:
+                self.push_answers[status] += 1
+            # The URL carries the webhook token: only the status is logged.
+            log.warning("report push not taken: answered %s (attempt %d of %d)",
+                        status or "nothing", attempt, PUSH_ATTEMPTS)
+            if attempt < PUSH_ATTEMPTS:
+                time.sleep(PUSH_BACKOFF_S * 2 ** (attempt - 1))
         with self._lock:
             self.reports_failed += 1
 
@@ -229,7 +255,8 @@ class Emulator:
 
     def stats(self) -> dict:
         return {"accepted": len(self.records), "requests": len(self.requests), "held": len(self.held),
-                "reports_pushed": self.reports_pushed, "reports_failed": self.reports_failed}
+                "reports_pushed": self.reports_pushed, "reports_failed": self.reports_failed,
+                "push_answers": dict(self.push_answers)}
 
     def find(self, provider: str, message_id: str) -> Record | None:
         record = self.by_id.get(message_id)
@@ -240,7 +267,7 @@ class Emulator:
             records = [asdict(r) for r in self.records]
         return {"records": records, "requests": list(self.requests), "push_seconds": list(self.push_seconds),
                 "reports_pushed": self.reports_pushed, "reports_failed": self.reports_failed,
-                "peak_in_flight": dict(self.peak)}
+                "push_answers": dict(self.push_answers), "peak_in_flight": dict(self.peak)}
 
 
 class _CountInFlight:
@@ -263,23 +290,42 @@ def account_of(request: Request) -> str:
     return hashlib.sha256(credential.encode()).hexdigest()[:12] if credential else ""
 
 
-def valid_number(raw: str) -> bool:
+def parse_number(raw: str, region: str | None = None) -> phonenumbers.PhoneNumber | None:
+    """A number in international form (with or without its +), or national with ``region``."""
+    text = str(raw).strip()
     try:
-        return phonenumbers.is_valid_number(phonenumbers.parse("+" + str(raw).strip().lstrip("+")))
+        return phonenumbers.parse(text if region else "+" + text.lstrip("+"), region)
     except phonenumbers.NumberParseException:
-        return False
+        return None
+
+
+def valid_number(raw: str, region: str | None = None) -> bool:
+    number = parse_number(raw, region)
+    return number is not None and phonenumbers.is_valid_number(number)
 
 
 PREFIXES = ("aikdata", "laravel", "mobsms", "smsforai", "tikosms")
 
 
-async def json_or_empty(request: Request) -> dict:
-    """The body as a JSON object, or {} for anything else: each provider then names what is missing."""
+async def json_body(request: Request) -> object:
+    """The parsed JSON body; None when there is none, ``documents.NOT_JSON`` when it does not parse."""
+    raw = await request.body()
+    if not raw.strip():
+        return None
     try:
-        body = await request.json()
+        return json.loads(raw)
     except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
+        return documents.NOT_JSON
+
+
+async def checked(request: Request, provider: str, path: str) -> tuple[dict, str | None]:
+    """The request's JSON object, and why the provider's document refuses the request (or None).
+
+    ``path`` is the document's path template (``/api/sms/{id}``), not the URL.
+    """
+    body = await json_body(request)
+    problem = documents.operation(provider, request.method, path).refusal(body, dict(request.query_params))
+    return (body if isinstance(body, dict) else {}), problem
 
 
 def create_app(emulator: Emulator | None = None) -> FastAPI:

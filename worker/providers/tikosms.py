@@ -34,8 +34,9 @@ STATUS_MAP = {
 
 # `sms-rates` is keyed by MCC (ITU E.212), which phonenumbers does not know: regions not listed
 # here have no TikoSMS price lookup (the account's configured `prices` still apply).
-MCC = {"GB": "234", "US": "310", "UA": "255", "DE": "262", "FR": "208", "IT": "222", "ES": "214",
-       "NL": "204", "PL": "260", "UZ": "434", "KZ": "401", "NG": "621", "KE": "639", "ZA": "655"}
+MCC = {"GB": "234", "GG": "234", "JE": "234", "IM": "234", "US": "310", "UA": "255", "DE": "262",
+       "FR": "208", "IT": "222", "ES": "214", "NL": "204", "PL": "260", "UZ": "434", "KZ": "401",
+       "NG": "621", "KE": "639", "ZA": "655", "IN": "404", "BR": "724", "RU": "250", "JP": "440"}
 
 BULK_MAX = 100_000
 
