@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
@@ -17,6 +18,7 @@ from tests.conftest import wait_for
 from worker.emulator import Knobs
 from worker.emulator.process import EmulatorProcess, free_port
 from worker.providers import ADAPTERS, Outgoing
+from worker.providers.base import SentQuery
 from worker.serving import ServerThread
 
 VALID = "+447911123456"
@@ -104,16 +106,18 @@ def test_send_is_accepted_once_and_can_be_looked_up(emu, case):
 
 
 @pytest.mark.parametrize("case", [c for c, (kind, _) in CASES.items() if ADAPTERS[kind].pushes_reports])
-def test_pushed_reports_parse_to_the_reference(emu, receiver, case):
+def test_pushed_reports_parse_to_the_message(emu, receiver, case):
     provider = make(emu, case)
     ref = str(5000 + len(receiver.bodies))
-    provider.send(outgoing(ref, callback_url=f"{receiver.url}/hook"))
+    accepted = provider.send(outgoing(ref, callback_url=f"{receiver.url}/hook"))
 
-    body = wait_for(lambda: next((b for b in receiver.bodies if ref in str(b)), None), timeout=10,
-                    message="a pushed report")
+    body = wait_for(lambda: next((b for b in receiver.bodies if accepted.provider_message_id in str(b)), None),
+                    timeout=10, message="a pushed report")
     [report] = provider.parse_report(body)
 
-    assert report.message_id == int(ref)
+    assert report.provider_message_id == accepted.provider_message_id
+    # TikoSMS rows show client_ref; MobSMS shows my_id nowhere its document says.
+    assert report.message_id == (int(ref) if case == "tikosms" else None)
     assert report.status == MessageStatus.DELIVERED
     assert report.raw_status in ("DELIVRD", "delivered")
 
@@ -130,7 +134,8 @@ def test_error_answers_are_classified(emu, knobs, case, knob, error):
     with pytest.raises(error) as raised:
         make(emu, case).send(outgoing("7"))
     if error is RateLimited:
-        assert raised.value.retry_after == 2
+        # SMS for AI documents no Retry-After (its emulator sends none): its first wait is 1 s.
+        assert raised.value.retry_after == (1 if case == "smsforai" else 2)
     assert not isinstance(raised.value, Permanent)
 
 
@@ -194,7 +199,7 @@ def test_balance_and_prices_where_the_api_has_them(emu):
     for case in CASES:
         assert make(emu, case).balance() == expected_balance.get(case)
     assert make(emu, "tikosms").price("GB") == Decimal("0.045000")
-    assert make(emu, "tikosms").price("BR") is None
+    assert make(emu, "tikosms").price("RU") is None  # sms-rates has no rate for Russia
     assert make(emu, "smsforai").price("GB") == Decimal("0.04")
     assert make(emu, "mobsms").price("GB") == Decimal("100")
     assert make(emu, "aikdata").price("GB") is None
@@ -203,15 +208,44 @@ def test_balance_and_prices_where_the_api_has_them(emu):
 def test_mobsms_lookup_by_reference_and_cancel(emu, knobs):
     knobs(report_delay_ms=5000)
     provider = make(emu, "mobsms")
-    accepted = provider.send(outgoing("424242", "+12025550188"))
+    since = datetime.now(timezone.utc)
+    number = f"+1202555{int(time.time() * 1000) % 10000:04d}"
+    accepted = provider.send(outgoing("424242", number))
 
-    found = provider.fetch_by_reference("424242")
+    # Without the send's answer: the outbound row with this recipient and text since the claim.
+    found = provider.fetch_by_reference(SentQuery("424242", number, "Your code is 1234", since))
     assert found is not None and found.provider_message_id == accepted.provider_message_id
     assert found.message_id == 424242
-    assert provider.fetch_by_reference("999999999") is None
+    # With it: that message.
+    by_id = provider.fetch_by_reference(SentQuery("424242", number, "x", since, accepted.provider_message_id))
+    assert by_id.provider_message_id == accepted.provider_message_id
+    # Nothing matches: no proof of anything.
+    assert provider.fetch_by_reference(SentQuery("7", number, "another text", since)) is None
     assert provider.cancel(accepted.provider_message_id) is True
     assert provider.fetch_status(accepted.provider_message_id).status == MessageStatus.CANCELLED
     assert provider.cancel(accepted.provider_message_id) is False
+
+
+def test_mobsms_lookup_names_no_message_when_two_rows_match(emu):
+    provider = make(emu, "mobsms")
+    since = datetime.now(timezone.utc)
+    number = f"+1202555{(int(time.time() * 1000) + 5000) % 10000:04d}"
+    provider.send(outgoing("1", number))
+    provider.send(outgoing("2", number))  # the same text to the same number: which one is ours?
+
+    assert provider.fetch_by_reference(SentQuery("1", number, "Your code is 1234", since)) is None
+
+
+def test_mobsms_rows_with_my_id_name_their_message(emu, knobs):
+    knobs(mobsms_echo_my_id=True)
+    provider = make(emu, "mobsms")
+    since = datetime.now(timezone.utc)
+    number = f"+1202555{(int(time.time() * 1000) + 7000) % 10000:04d}"
+    accepted = provider.send(outgoing("31", number))
+    provider.send(outgoing("32", number))
+
+    found = provider.fetch_by_reference(SentQuery("31", number, "Your code is 1234", since))
+    assert found.provider_message_id == accepted.provider_message_id and found.message_id == 31
 
 
 def test_tikosms_bulk_and_laravel_comma_joined(emu):

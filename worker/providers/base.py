@@ -4,8 +4,12 @@ Every adapter has ``send``, ``parse_report``, ``fetch_status`` and ``close``. Op
 capabilities, each announced by a class attribute so callers ask before they call:
 
 - ``can_poll``: ``fetch_status(provider_message_id)`` works (False: the provider has no lookup).
-- ``lookup_by_reference``: ``fetch_by_reference(reference)`` finds a message by Herald's own id,
-  which is what resolves an ambiguous send (timeout after the request left).
+- ``lookup_by_reference``: ``fetch_by_reference(query)`` finds a send whose answer Herald may
+  never have read (timeout after the request left, a worker lost mid-send) from what Herald
+  knows of it (``SentQuery``). A report is positive evidence that names this message; None proves
+  nothing: no provider document promises that its listing holds every message it took, so
+  "not found" never means "not sent" (the caller falls back to its stale-claim policy, never to
+  a resend).
 - ``balance()`` and ``price(region)``: None where the API has no such endpoint.
 - ``cancel(provider_message_id)``: True if the provider cancelled it.
 """
@@ -42,6 +46,17 @@ class Outgoing:
 
 
 @dataclass(frozen=True)
+class SentQuery:
+    """What Herald knows of a send whose answer it may not have: what a lookup matches on."""
+
+    reference: str  # Herald's message id
+    to: str  # E.164
+    body: str
+    since: datetime  # when the send was claimed: the provider cannot have taken it before
+    provider_message_id: str | None = None  # the provider's id, when its send answer was read
+
+
+@dataclass(frozen=True)
 class Accepted:
     provider_message_id: str | None  # None where the provider returns no id (Laravel gateway)
     raw_status: str
@@ -61,7 +76,7 @@ class Provider(Protocol):
 
     def fetch_status(self, provider_message_id: str) -> StatusReport | None: ...
 
-    def fetch_by_reference(self, reference: str) -> StatusReport | None: ...
+    def fetch_by_reference(self, query: SentQuery) -> StatusReport | None: ...
 
     def balance(self) -> Decimal | None: ...
 
@@ -87,7 +102,7 @@ class BaseProvider:
     def fetch_status(self, provider_message_id: str) -> StatusReport | None:
         raise NotImplementedError(f"{self.kind} has no message lookup")
 
-    def fetch_by_reference(self, reference: str) -> StatusReport | None:
+    def fetch_by_reference(self, query: SentQuery) -> StatusReport | None:
         raise NotImplementedError(f"{self.kind} cannot look a message up by Herald's reference")
 
     def balance(self) -> Decimal | None:

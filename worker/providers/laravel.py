@@ -7,14 +7,22 @@
 The gateway returns no message id and reports nothing afterwards: ``pushes_reports`` and
 ``can_poll`` are False, and an accepted message stays ``sent``. Errors: 400 invalid number,
 401 bad credentials or missing key; 429 with ``x-ratelimit-*`` headers.
+
+Unverified, because the document does not show them: the v2 send body (the Swagger page the
+document links is not part of it; sent here as the v1 fields, ``numbers`` and ``message_body``,
+in JSON) and the balance answer (``balance`` read). Numbers go as the account's
+``number_format`` says: ``e164`` (``+254712345678``) or ``national`` (``0712345678``, as the
+document's examples write them).
 """
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import ClassVar
 
 import httpx
+import phonenumbers
 
 from campaigns.settings import ProviderAccount
 from campaigns.statuses import MessageStatus
@@ -31,6 +39,7 @@ class LaravelProvider(BaseProvider):
 
     def __init__(self, account: ProviderAccount, client: httpx.Client | None = None):
         self.v1 = bool(account.username)
+        self.national = getattr(account, "number_format", "e164") == "national"
         self.credentials = {"username": account.username,
                             "password": account.password.get_secret_value()}
         headers = {} if self.v1 else {"X-API-Key": account.token.get_secret_value()}
@@ -46,7 +55,7 @@ class LaravelProvider(BaseProvider):
         """
         if len({m.body for m in messages}) != 1 or any("," in m.to for m in messages):
             raise ValueError("one text, and numbers without commas")
-        fields = {"numbers": ",".join(m.to for m in messages), "message_body": messages[0].body}
+        fields = {"numbers": ",".join(self._number(m.to) for m in messages), "message_body": messages[0].body}
         with transport_errors():
             if self.v1:
                 response = self.client.post("/v1/sms/send", data={**fields, **self.credentials})
@@ -57,6 +66,12 @@ class LaravelProvider(BaseProvider):
             raise classify(response, error_text(data))
         ref = data.get("id") or data.get("message_id")
         return Accepted(str(ref) if ref else None, "accepted", MessageStatus.SENT)
+
+    def _number(self, e164: str) -> str:
+        if not self.national:
+            return e164
+        national = phonenumbers.format_number(phonenumbers.parse(e164), phonenumbers.PhoneNumberFormat.NATIONAL)
+        return re.sub(r"\D", "", national)
 
     def balance(self) -> Decimal | None:
         if self.v1:

@@ -1,13 +1,15 @@
 """MobSMS (seed 003), an Android-phone gateway: ``POST /api/sms``, ``GET /api/sms/{id}``, cancel.
 
-Herald's message id travels as ``my_id`` (echoed back on the message), and each message carries
-its own ``callback_url``, which receives ``{"event": "status", "data": {...message...}}``.
-The price is the sending device's ``sms_rate`` (``GET /api/devices``).
+Each message carries its own ``callback_url``, which receives ``{"event": "status", "data":
+{...message...}}``. Herald's message id travels as ``my_id``, which the document calls "echoed
+back" but shows in no answer: nothing here relies on it, and a row that does carry it is used
+(a my_id names its message). The price is the sending device's ``sms_rate`` (``GET /api/devices``).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import ClassVar
 
@@ -19,7 +21,7 @@ from campaigns.reports import StatusReport
 from campaigns.settings import ProviderAccount
 from campaigns.statuses import MessageStatus
 from worker.providers.base import (
-    Accepted, BaseProvider, Outgoing, bearer_client, classify, error_text, json_body, parse_time,
+    Accepted, BaseProvider, Outgoing, SentQuery, bearer_client, classify, error_text, json_body, parse_time,
     reference_id, to_decimal, transport_errors,
 )
 
@@ -31,7 +33,9 @@ STATUS_MAP = {
     "cancelled": MessageStatus.CANCELLED,
     # "received" is an inbound message: not an outcome of ours, so it stays unmapped.
 }
-LOOKUP_PAGES = 5  # newest-first pages of outbound history searched for a reference
+# The provider's clock and Herald's may differ: history this much older than the claim is searched too.
+CLOCK_SKEW = timedelta(minutes=5)
+LOOKUP_MAX_PAGES = 100  # a busier history than this proves nothing either way: no match
 
 
 class MobSmsProvider(BaseProvider):
@@ -80,17 +84,34 @@ class MobSmsProvider(BaseProvider):
             return None
         return _report(data["data"]) if isinstance(data.get("data"), dict) else None
 
-    def fetch_by_reference(self, reference: str) -> StatusReport | None:
-        """Search the newest outbound messages for our ``my_id`` (the API has no filter for it)."""
-        for page in range(1, LOOKUP_PAGES + 1):
+    def fetch_by_reference(self, query: SentQuery) -> StatusReport | None:
+        """The message Herald sent, found from what the documented API returns.
+
+        With the provider's id (its send answer was read), that message. Otherwise the outbound
+        history, newest first as documented, back to the claim: the one row with our recipient
+        and text. Two such rows (the same text sent to the same number twice) name neither, so
+        nothing is returned; neither is when no row matches (the history is not proof of absence).
+        """
+        if query.provider_message_id:
+            return self.fetch_status(query.provider_message_id)
+        oldest = query.since - CLOCK_SKEW
+        matches: list[dict] = []
+        for page in range(1, LOOKUP_MAX_PAGES + 1):
             data = self.call("GET", "/api/sms", params={"direction": "outbound", "page": page})
             listing = data.get("data") or {}
             rows = listing.get("data") or []
             for row in rows:
-                if str(row.get("my_id")) == reference:
-                    return _report(row)
+                created = parse_time(row.get("created_at"))
+                if created is not None and created < oldest:
+                    return _single(matches, query.reference)
+                if row.get("my_id") is not None:
+                    if str(row["my_id"]) == query.reference:
+                        return _report(row)
+                    continue  # it names another message
+                if row.get("recipient_number") == query.to and row.get("message") == query.body:
+                    matches.append(row)
             if len(rows) < int(listing.get("per_page") or 50):
-                return None
+                return _single(matches, query.reference)
         return None
 
     def cancel(self, provider_message_id: str) -> bool:
@@ -113,6 +134,12 @@ class MobSmsProvider(BaseProvider):
         devices = [d for d in data.get("data") or [] if d.get("is_active")]
         devices.sort(key=lambda d: not d.get("is_default"))
         return to_decimal(devices[0].get("sms_rate")) if devices else None
+
+
+def _single(matches: list[dict], reference: str) -> StatusReport | None:
+    if len(matches) != 1:
+        return None
+    return replace(_report(matches[0]), message_id=reference_id(reference))
 
 
 def _report(row: dict) -> StatusReport:
