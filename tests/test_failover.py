@@ -132,7 +132,8 @@ def test_an_invalid_number_never_fails_over(with_accounts, side):
 
 def test_retry_after_is_honoured_by_every_worker_process(with_accounts, start_worker, side):
     side.set_knobs(Knobs(rate_limit=2, rate_window_s=1.0, retry_after_s=2))
-    env = with_accounts({"r": ProviderAccount(kind="smsforai", base_url=f"{side.url}/smsforai/api/v1",
+    # AikData's emulator sends Retry-After with a 429 (SMS for AI documents none).
+    env = with_accounts({"r": ProviderAccount(kind="aikdata", base_url=f"{side.url}/aikdata/v1/sms",
                                               token="test-token", timeout_s=5)})
     start_worker("--pool", "prefork", "--concurrency", "2", env=env)
     recipients = numbers(6)
@@ -141,7 +142,7 @@ def test_retry_after_is_honoured_by_every_worker_process(with_accounts, start_wo
     wait_for(lambda: all(m.status == "sent" for m in rows(receipt.campaign_id)), timeout=60,
              message="every message sent")
 
-    log = sorted(q for q in side.records()["requests"] if q[1] == "smsforai" and q[2].endswith("/sms/send"))
+    log = sorted(q for q in side.records()["requests"] if q[1] == "aikdata" and q[2].endswith("/send"))
     limited = [q for q in log if q[3] == 429]
     assert limited, "the emulator never rate limited: the test proves nothing"
     for at, *_, answered in limited:
@@ -152,8 +153,12 @@ def test_retry_after_is_honoured_by_every_worker_process(with_accounts, start_wo
     assert sum(q[3] == 200 for q in log) == len(recipients)
 
 
+@pytest.mark.xfail(strict=True, reason="settle side of issue 17: worker/resolve.py still asks "
+                   "fetch_by_reference(str) and requeues on None; it must pass a SentQuery and never "
+                   "requeue on None (lands with issue 13's worker/send/settle.py)")
 def test_an_ambiguous_send_is_resolved_by_lookup_and_sent_once(with_accounts, start_worker, side):
-    # No pushed reports: only the lookup by Herald's reference (MobSMS my_id) can settle it.
+    # No pushed reports, and no my_id in MobSMS's rows (as its document shows them): only the
+    # lookup of the outbound row with this recipient and text can settle it.
     side.set_knobs(Knobs(answer_late_ms=2500, answer_late_ratio=1.0, report_delay_ms=100,
                          push_reports=False))
     env = with_accounts({"m": ProviderAccount(kind="mobsms", base_url=f"{side.url}/mobsms",

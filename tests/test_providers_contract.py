@@ -258,3 +258,33 @@ def test_tikosms_bulk_and_laravel_comma_joined(emu):
     laravel = make(emu, "laravel-v1")
     laravel.send_many([outgoing("1", "+12025550111"), outgoing("2", "+12025550112")])
     assert len(records_to(emu, "+12025550111")) == len(records_to(emu, "+12025550112")) == 1
+
+
+def test_smsforai_per_minute_429_backs_off_progressively(emu, knobs):
+    provider = make(emu, "smsforai")
+    knobs(fail_429=1.0)
+    waits = []
+    for _ in range(4):
+        with pytest.raises(RateLimited) as raised:
+            provider.send(outgoing("20"))
+        waits.append(raised.value.retry_after)
+    knobs()
+    provider.send(outgoing("21"))
+    knobs(fail_429=1.0)
+    with pytest.raises(RateLimited) as after_success:
+        provider.send(outgoing("22"))
+
+    assert waits == [1, 2, 4, 8]
+    assert after_success.value.retry_after == 1  # a success ends the run of 429s
+
+
+def test_smsforai_spent_daily_quota_holds_the_account(emu, knobs):
+    knobs(smsforai_daily_quota=1, tokens=["test-token", "smsai_quota"])
+    provider = make(emu, "smsforai", token="smsai_quota")  # an account of its own: its own quota
+    provider.send(outgoing("23"))
+    with pytest.raises(RateLimited) as raised:
+        provider.send(outgoing("24"))
+
+    seconds_to_midnight = 86400 - time.time() % 86400
+    assert raised.value.retry_after >= min(seconds_to_midnight, 3600) - 5  # held, not retried in a second
+    assert "per-day" in str(raised.value)
