@@ -76,6 +76,26 @@ def emulator():
         yield emu
 
 
+@pytest.fixture(scope="module")
+def receiver():
+    """A webhook receiver standing in for Herald: keeps every pushed body, answers 200."""
+    from fastapi import FastAPI, Request
+
+    from worker.serving import ServerThread
+
+    bodies: list[dict] = []
+    app = FastAPI()
+
+    @app.post("/hook")
+    async def hook(request: Request):
+        bodies.append(await request.json())
+        return {}
+
+    with ServerThread(app) as server:
+        server.bodies = bodies
+        yield server
+
+
 @pytest.fixture(scope="session")
 def api_server():
     """Herald's HTTP app in this process: provider webhooks land here."""

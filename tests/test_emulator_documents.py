@@ -13,14 +13,12 @@ import time
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
 from worker.emulator import Knobs
 from worker.emulator.documents import FILES, document, response_schema
 from worker.emulator.process import EmulatorProcess
-from worker.serving import ServerThread
 
 AUTH = {"Authorization": "Bearer test-token"}
 WRONG = {"Authorization": "Bearer wrong"}
@@ -40,21 +38,6 @@ def emu():
 def http(emu):
     with httpx.Client(base_url=emu.url, timeout=10) as client:
         yield client
-
-
-@pytest.fixture(scope="module")
-def receiver():
-    bodies: list[dict] = []
-    app = FastAPI()
-
-    @app.post("/hook")
-    async def hook(request: Request):
-        bodies.append(await request.json())
-        return {}
-
-    with ServerThread(app) as server:
-        server.bodies = bodies
-        yield server
 
 
 @pytest.mark.parametrize("provider", sorted(FILES))
