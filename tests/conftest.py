@@ -79,8 +79,8 @@ def emulator():
 @pytest.fixture(scope="session")
 def api_server():
     """Herald's HTTP app in this process: provider webhooks land here."""
-    from worker.http import create_app
-    from worker.serving import ServerThread
+    from worker.api.http import create_app
+    from worker.api.serving import ServerThread
 
     with ServerThread(create_app()) as server:
         yield server

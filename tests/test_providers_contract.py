@@ -17,7 +17,7 @@ from tests.conftest import wait_for
 from worker.emulator import Knobs
 from worker.emulator.process import EmulatorProcess, free_port
 from worker.providers import ADAPTERS, Outgoing
-from worker.serving import ServerThread
+from worker.api.serving import ServerThread
 
 VALID = "+447911123456"
 INVALID = "+44123"

@@ -5,7 +5,7 @@ It runs against the PostgreSQL server and Redis the settings name, but in a data
 (``herald api``) it starts itself and the TikoSMS emulator at the latency asked for. Stages:
 
 1. intake: ``campaigns.intake.submit`` in this process, from a file of recipients;
-2. fan-out: ``worker.dispatch.fan_out`` with the task module's publisher, in this process, while
+2. fan-out: ``worker.send.fanout.fan_out`` with the task module's publisher, in this process, while
    no worker consumes the send queue;
 3. baseline: the bare task (``worker.bench.baseline``) on the same workers, then
    dispatch: the workers start consuming the send queue; timed from the emulator's log, from the
@@ -195,7 +195,8 @@ class _Bench:
         return receipt.campaign_id, receipt.accepted
 
     def _fanout(self, campaign_id: str, accepted: int) -> None:
-        from worker import dispatch, tasks
+        from worker import tasks
+        from worker.send import fanout
 
         self.opts.say("fan-out (no worker consumes the send queue)")
         batches: list[float] = []
@@ -208,7 +209,7 @@ class _Bench:
         rss = PeakRss().reset()
         with profiled(self.opts.profile_dir, "fanout", [os.getpid()]):
             started = time.perf_counter()
-            published = dispatch.fan_out(campaign_id, timed_publish, get_settings().fanout_batch)
+            published = fanout.fan_out(campaign_id, timed_publish, get_settings().fanout_batch)
             elapsed = time.perf_counter() - started
         if published != accepted:
             raise RuntimeError(f"fan-out published {published} tasks for {accepted} messages")

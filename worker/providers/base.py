@@ -6,6 +6,7 @@ capabilities, each announced by a class attribute so callers ask before they cal
 - ``can_poll``: ``fetch_status(provider_message_id)`` works (False: the provider has no lookup).
 - ``lookup_by_reference``: ``fetch_by_reference(reference)`` finds a message by Herald's own id,
   which is what resolves an ambiguous send (timeout after the request left).
+- ``max_sender``, ``max_chars``: the longest sender and text the API takes.
 - ``balance()`` and ``price(region)``: None where the API has no such endpoint.
 - ``cancel(provider_message_id)``: True if the provider cancelled it.
 """
@@ -25,6 +26,7 @@ import httpx
 from campaigns.errors import (
     Ambiguous, NoRoute, Permanent, ProviderError, ProviderUnavailable, RateLimited, Retryable,
 )
+from campaigns.ports import Capabilities
 from campaigns.reports import StatusReport
 from campaigns.settings import ProviderAccount
 from campaigns.statuses import MessageStatus
@@ -79,7 +81,15 @@ class BaseProvider:
     pushes_reports: ClassVar[bool] = False
     can_poll: ClassVar[bool] = True
     lookup_by_reference: ClassVar[bool] = False
+    # What the API takes: a longer sender or text is refused at intake and by routing.
+    max_sender: ClassVar[int | None] = None
+    max_chars: ClassVar[int | None] = None
     client: httpx.Client
+
+    @classmethod
+    def capabilities(cls) -> Capabilities:
+        return Capabilities(cls.pushes_reports, cls.can_poll, cls.lookup_by_reference,
+                            cls.max_sender, cls.max_chars)
 
     def parse_report(self, payload: dict) -> list[StatusReport]:
         return []

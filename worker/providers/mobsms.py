@@ -36,6 +36,7 @@ LOOKUP_PAGES = 5  # newest-first pages of outbound history searched for a refere
 
 class MobSmsProvider(BaseProvider):
     kind: ClassVar[str] = "mobsms"
+    max_chars: ClassVar[int | None] = 1600
     pushes_reports: ClassVar[bool] = True
     lookup_by_reference: ClassVar[bool] = True
 

@@ -31,6 +31,7 @@ STATUS_MAP = {
 
 class SmsForAiProvider(BaseProvider):
     kind: ClassVar[str] = "smsforai"
+    max_chars: ClassVar[int | None] = 1600
 
     def __init__(self, account: ProviderAccount, client: httpx.Client | None = None):
         self.client = client or bearer_client(account, Accept="application/json")
