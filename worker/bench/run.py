@@ -40,13 +40,14 @@ from campaigns.errors import ConfigurationError
 from campaigns.models import Campaign, DeliveryReport, Message
 from campaigns.settings import ProviderAccount, Settings, configure, get_settings
 from campaigns.statuses import CampaignStatus, MessageStatus
+from worker import queues
 from worker.bench import baseline
 from worker.bench.probes import PeakRss, percentile, process_tree, profiled
 from worker.bench.recipients import read_lines, recipients_file
 
 STAGES = ("intake", "fanout", "dispatch", "reports")
 WARMUP_TASKS = 200
-_QUEUES = ("herald", "send", baseline.QUEUE)
+_QUEUES = (*queues.ALL, baseline.QUEUE)
 
 
 @dataclass
@@ -238,7 +239,7 @@ class _Bench:
 
     def _dispatch(self, campaign_id: str, accepted: int) -> None:
         self.opts.say(f"dispatch: {accepted} messages")
-        rate, elapsed, peak = self._drain("send", accepted)
+        rate, elapsed, peak = self._drain(queues.SEND, accepted)
         cid = uuid.UUID(campaign_id)
         _wait(lambda: _count(cid, [MessageStatus.SENT]) == accepted, self.opts.timeout_s,
               "every message to be recorded as sent")
@@ -413,10 +414,10 @@ def _count(cid: uuid.UUID, statuses: list[MessageStatus]) -> int:
             Message.campaign_id == cid, Message.status.in_([st.value for st in statuses])))
 
 
-def _queue_sizes(app, queues) -> dict[str, int]:
+def _queue_sizes(app, names) -> dict[str, int]:
     with app.connection_for_write() as conn:
         client = conn.default_channel.client
-        return {q: client.llen(q) for q in queues}
+        return {q: client.llen(q) for q in names}
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
