@@ -15,10 +15,9 @@ def submit(submission: Submission | CampaignSpec | dict, recipients: Iterable[An
     ``recipients``), or a :class:`CampaignSpec` (or dict) with ``recipients`` given as any
     iterable, which is streamed. A malformed submission raises SubmissionError naming each field.
     """
-    from campaigns import intake
+    from campaigns import intake, ports
     from campaigns.schema import parse
     from campaigns.statuses import CampaignStatus
-    from worker.dispatch import start_campaign
 
     if isinstance(submission, dict):
         submission = parse(Submission if recipients is None else CampaignSpec, submission)
@@ -28,7 +27,7 @@ def submit(submission: Submission | CampaignSpec | dict, recipients: Iterable[An
         recipients = submission.recipients
     receipt = intake.submit(submission, recipients)
     if receipt.status == CampaignStatus.RUNNING:  # a scheduled one is released by the scheduler
-        start_campaign(receipt.campaign_id)
+        ports.start_dispatch(receipt.campaign_id)
     return receipt
 
 

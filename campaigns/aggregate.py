@@ -1,4 +1,5 @@
-"""The exact per-campaign aggregate, counted from message rows in two queries.
+"""The exact per-campaign report, counted from message rows in two queries, and what still counts
+as awaiting an outcome.
 
 One grouped query (provider × country × status) gives counts, segments and cost, from which the
 totals and both breakdowns are summed; a second gives time-to-delivery percentiles.
@@ -11,11 +12,14 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from campaigns.models import Message
-from campaigns.statuses import FINAL, MessageStatus
+from campaigns import db, ports
+from campaigns.errors import NotFound
+from campaigns.models import Campaign, Message, Rejection
+from campaigns.settings import get_settings
+from campaigns.statuses import FINAL, PENDING, MessageStatus
 
 # Everything the provider took: sent now, or sent and since reported on.
 _TAKEN = ("sent", "delivered", "failed", "expired")
@@ -119,3 +123,49 @@ def percentile(ordered: list[float], q: float) -> float | None:
 def _round(value: Any) -> float | None:
     return round(float(value), 3) if value is not None else None
 
+
+def silent_accounts() -> set[str]:
+    """Configured accounts whose provider never reports after accepting (the Laravel gateway).
+
+    Their messages stay `sent` and count as "no report available": done, not pending, not failed.
+    """
+    return {name for name, account in get_settings().providers.items()
+            if ports.capabilities(account.kind).silent}
+
+
+def awaiting_outcome(silent: set[str] | None = None):
+    """SQL condition: this message can still change (pending, and not a silent provider's `sent`)."""
+    silent = silent_accounts() if silent is None else silent
+    pending = Message.status.in_([p.value for p in PENDING])
+    if not silent:
+        return pending
+    return and_(pending, ~and_(Message.status == MessageStatus.SENT, Message.provider.in_(silent)))
+
+
+def campaign_report(campaign_id: str | uuid.UUID) -> dict[str, Any]:
+    """The exact aggregate, counted from the message and rejection rows."""
+    cid = uuid.UUID(str(campaign_id))
+    with db.session() as s:
+        campaign = s.get(Campaign, cid)
+        if campaign is None:
+            raise NotFound(f"no campaign {cid}")
+        rejected = dict(
+            s.execute(
+                select(Rejection.kind, func.count()).where(Rejection.campaign_id == cid)
+                .group_by(Rejection.kind)
+            ).all()
+        )
+        body = aggregate(s, cid, silent_accounts())
+    return {
+        "campaign_id": str(cid),
+        "status": campaign.status,
+        "submitted": campaign.submitted,
+        "duplicates": rejected.get("duplicate", 0),
+        "invalid": rejected.get("invalid", 0),
+        "suppressed": rejected.get("suppressed", 0),
+        **body,
+        "estimated_cost": str(campaign.estimated_cost) if campaign.estimated_cost is not None else None,
+        "created_at": campaign.created_at.isoformat() if campaign.created_at else None,
+        "started_at": campaign.started_at.isoformat() if campaign.started_at else None,
+        "completed_at": campaign.completed_at.isoformat() if campaign.completed_at else None,
+    }

@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from campaigns import clock, db
+from campaigns.aggregate import awaiting_outcome, campaign_report
 from campaigns.models import Callback, Campaign, Message
 from campaigns.settings import get_settings
 from campaigns.signing import sign_callback
@@ -53,8 +54,6 @@ def queue_message_callback(s: Session, campaign_id: uuid.UUID, message_id: int, 
 
 def queue_final_callbacks(s: Session, campaign_id: uuid.UUID) -> None:
     """On completion or cancellation: the campaign summary, and every recipient not yet told."""
-    from campaigns.reports import awaiting_outcome
-
     now = clock.now()
     url = s.scalar(select(Campaign.callback_url).where(Campaign.id == campaign_id))
     if url:
@@ -72,8 +71,6 @@ def queue_final_callbacks(s: Session, campaign_id: uuid.UUID) -> None:
 
 
 def _body(kind: str, campaign_id: uuid.UUID, message_id: int) -> dict[str, Any]:
-    from campaigns.reports import campaign_report
-
     if kind == CAMPAIGN:
         report = campaign_report(campaign_id)
         return {"event": f"campaign.{report['status']}", "campaign": report}

@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
+from campaigns.errors import ConfigurationError
+from campaigns.resources import redis_client
+
 
 def _system() -> datetime:
     return datetime.now(timezone.utc)
@@ -32,10 +35,12 @@ class RedisClock:
     """Time shared by every process through one Redis key: an ISO instant (frozen) or ``+/-seconds``."""
 
     def __init__(self, redis_url: str, key: str):
-        import redis
-
-        self.redis = redis.Redis.from_url(redis_url)
+        self.url = redis_url
         self.key = key
+
+    @property
+    def redis(self):
+        return redis_client(self.url)
 
     def __call__(self) -> datetime:
         value = self.redis.get(self.key)
@@ -61,7 +66,5 @@ def install(redis_url: str | None, key: str | None) -> None:
     """Use a shared :class:`RedisClock` when ``HERALD_CLOCK_KEY`` is set; otherwise change nothing."""
     if key:
         if not redis_url:
-            from campaigns.errors import ConfigurationError
-
             raise ConfigurationError("HERALD_CLOCK_KEY needs HERALD_REDIS_URL")
         set_clock(RedisClock(redis_url, key))

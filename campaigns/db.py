@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -13,9 +12,8 @@ from psycopg.rows import namedtuple_row
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from campaigns.resources import per_process
 from campaigns.settings import get_settings
-
-_state: dict = {}
 
 
 def _make_engine(url: str) -> Engine:
@@ -43,28 +41,20 @@ def _make_engine(url: str) -> Engine:
     return create_engine(url, pool_size=32, max_overflow=8)
 
 
-_init_lock = threading.Lock()
+@per_process(in_child=lambda made: made[0].dispose(close=False))
+def _database(url: str) -> tuple[Engine, sessionmaker]:
+    engine = _make_engine(url)
+    return engine, sessionmaker(engine, expire_on_commit=False)
 
 
 def engine() -> Engine:
-    # A forked Celery child must not share its parent's connections.
-    if _state.get("pid") != os.getpid():
-        # Threads of a fresh worker all arrive here at once: one builds, and "pid" is set last,
-        # so no thread sees a half-built state.
-        with _init_lock:
-            if _state.get("pid") != os.getpid():
-                _state.clear()
-                _state["engine"] = _make_engine(get_settings().database_url)
-                _state["sessions"] = sessionmaker(_state["engine"], expire_on_commit=False)
-                _state["pid"] = os.getpid()
-    return _state["engine"]
+    """This process's engine for the configured database (another URL, another engine)."""
+    return _database(get_settings().database_url)[0]
 
 
 def reset() -> None:
-    old = _state.get("engine")
-    _state.clear()
-    if old is not None:
-        old.dispose()
+    """Close this process's connections; the next statement opens new ones."""
+    engine().dispose()
 
 
 # SQLite allows one writer; threads queueing on a lock beat sqlite's sleeping busy handler.
@@ -78,7 +68,7 @@ def _one_writer():
 @contextmanager
 def session() -> Iterator[Session]:
     """A session in one transaction: committed on success, rolled back on any error."""
-    with _one_writer(), _state["sessions"].begin() as s:
+    with _one_writer(), _database(get_settings().database_url)[1].begin() as s:
         yield s
 
 
@@ -87,7 +77,7 @@ def autocommit() -> Iterator[Connection]:
     """A Core connection whose every statement commits on its own: for the send path's single
     statements, which so need neither an ORM session nor BEGIN and COMMIT round trips (each
     costs the sending thread a wait for the GIL; see `herald bench`)."""
-    with _one_writer(), _state["engine"].connect() as conn:
+    with _one_writer(), engine().connect() as conn:
         yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
 

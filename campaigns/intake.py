@@ -22,7 +22,7 @@ from campaigns import clock, db, routes
 from campaigns.errors import ConfigurationError, SubmissionError, TooManyRecipients
 from campaigns.models import Campaign, Message, Rejection, Suppression
 from campaigns.recipients import InvalidRecipient, normalise, phone_key
-from campaigns.schema import CampaignSpec, InvalidSample, Receipt, Recipient
+from campaigns.schema import CampaignSpec, InvalidSample, Receipt
 from campaigns.segments import encode_info
 from campaigns.settings import get_settings
 from campaigns.statuses import CampaignStatus, MessageStatus
@@ -135,8 +135,6 @@ def read_recipient(raw: Any) -> tuple[str, Mapping[str, Any] | None, str | None,
         return raw, None, None, None
     if isinstance(raw, InvalidRecipient):  # a source could not read this one (campaigns.sources)
         raise raw
-    if isinstance(raw, Recipient):
-        return raw.phone, raw.template_fields(), raw.client_ref, raw.callback_url
     if not isinstance(raw, Mapping):
         raise InvalidRecipient("a recipient must be a string or an object")
     phone = raw.get("to") or raw.get("number")

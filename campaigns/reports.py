@@ -1,4 +1,4 @@
-"""Delivery reports (applied monotonically) and the exact per-campaign aggregate."""
+"""Delivery reports, applied monotonically, and the campaign completion they lead to."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, insert, literal_column, or_, select, update
+from sqlalchemy import bindparam, exists, func, insert, literal_column, or_, select, update
 from sqlalchemy.orm import Session
 
-from campaigns import clock, db
-from campaigns.errors import NotFound
-from campaigns.models import Campaign, DeliveryReport, Message, Rejection
-from campaigns.statuses import FINAL, PENDING, CampaignStatus, MessageStatus, fold_parts, rank
+from campaigns import callbacks, clock
+from campaigns.aggregate import awaiting_outcome
+from campaigns.models import Campaign, DeliveryReport, Message
+from campaigns.statuses import FINAL, CampaignStatus, MessageStatus, can_move, fold_parts, rank
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +112,7 @@ def apply_report(s: Session, provider: str, report: StatusReport, payload: dict,
             s.execute(update(Message).where(Message.id == message_id, *scope).values(cost=cost))
         return False
     if status in FINAL and moved.callback_url:
-        from campaigns.callbacks import queue_message_callback
-
-        queue_message_callback(s, moved.campaign_id, message_id, moved.callback_url)
+        callbacks.queue_message_callback(s, moved.campaign_id, message_id, moved.callback_url)
     return True
 
 
@@ -144,7 +142,7 @@ def apply_reports(s: Session, provider: str, items: list[tuple[StatusReport, dic
     best: dict[int, StatusReport] = {}
     for report, _, mid in single:
         if mid is not None and report.status is not None:
-            if mid not in best or rank(report.status) > rank(best[mid].status):
+            if mid not in best or can_move(best[mid].status, report.status):
                 best[mid] = report
     scope = or_(Message.provider == provider, Message.provider.is_(None))
     now = clock.now()
@@ -173,12 +171,10 @@ def apply_reports(s: Session, provider: str, items: list[tuple[StatusReport, dic
 
 
 def _queue_callbacks_for(s: Session, message_ids: list[int]) -> None:
-    from campaigns.callbacks import queue_message_callback
-
     for mid, cid, url in s.execute(select(Message.id, Message.campaign_id, Message.callback_url).where(
             Message.id.in_(message_ids), Message.callback_url.is_not(None),
             Message.status.in_([st.value for st in FINAL]))):
-        queue_message_callback(s, cid, mid, url)
+        callbacks.queue_message_callback(s, cid, mid, url)
 
 
 def _fold(s: Session, message_id: int, total: int) -> tuple[MessageStatus, Decimal | None, datetime | None]:
@@ -195,7 +191,7 @@ def _fold(s: Session, message_id: int, total: int) -> tuple[MessageStatus, Decim
     for part, status, cost, at in rows:
         status = MessageStatus(status)
         # Per part, as per message: the first final status stands, later ones change nothing.
-        if part not in by_part or rank(status) > rank(by_part[part]):
+        if part not in by_part or can_move(by_part[part], status):
             by_part[part] = status
         if cost is not None:
             costs[part] = cost
@@ -204,30 +200,6 @@ def _fold(s: Session, message_id: int, total: int) -> tuple[MessageStatus, Decim
     cost = sum(costs.values(), Decimal(0)) if costs else None
     # The message is as late as its last part.
     return fold_parts(total, by_part), cost, max(times, default=None)
-
-
-def silent_accounts() -> set[str]:
-    """Configured accounts whose provider never reports after accepting (the Laravel gateway).
-
-    Their messages stay `sent` and count as "no report available": done, not pending, not failed.
-    """
-    from campaigns.settings import get_settings
-    from worker.providers import ADAPTERS
-
-    return {
-        name for name, account in get_settings().providers.items()
-        if (adapter := ADAPTERS.get(account.kind)) is not None
-        and not getattr(adapter, "pushes_reports", False) and not getattr(adapter, "can_poll", True)
-    }
-
-
-def awaiting_outcome(silent: set[str] | None = None):
-    """SQL condition: this message can still change (pending, and not a silent provider's `sent`)."""
-    silent = silent_accounts() if silent is None else silent
-    pending = Message.status.in_([p.value for p in PENDING])
-    if not silent:
-        return pending
-    return and_(pending, ~and_(Message.status == MessageStatus.SENT, Message.provider.in_(silent)))
 
 
 def close_if_finished(s: Session, campaign_id: uuid.UUID) -> bool:
@@ -239,38 +211,5 @@ def close_if_finished(s: Session, campaign_id: uuid.UUID) -> bool:
         .values(status=CampaignStatus.COMPLETED, completed_at=clock.now())
     ).rowcount
     if done:
-        from campaigns.callbacks import queue_final_callbacks
-
-        queue_final_callbacks(s, campaign_id)
+        callbacks.queue_final_callbacks(s, campaign_id)
     return done == 1
-
-
-def campaign_report(campaign_id: str | uuid.UUID) -> dict[str, Any]:
-    """The exact aggregate, counted from the message and rejection rows."""
-    from campaigns.aggregate import aggregate
-
-    cid = uuid.UUID(str(campaign_id))
-    with db.session() as s:
-        campaign = s.get(Campaign, cid)
-        if campaign is None:
-            raise NotFound(f"no campaign {cid}")
-        rejected = dict(
-            s.execute(
-                select(Rejection.kind, func.count()).where(Rejection.campaign_id == cid)
-                .group_by(Rejection.kind)
-            ).all()
-        )
-        body = aggregate(s, cid, silent_accounts())
-    return {
-        "campaign_id": str(cid),
-        "status": campaign.status,
-        "submitted": campaign.submitted,
-        "duplicates": rejected.get("duplicate", 0),
-        "invalid": rejected.get("invalid", 0),
-        "suppressed": rejected.get("suppressed", 0),
-        **body,
-        "estimated_cost": str(campaign.estimated_cost) if campaign.estimated_cost is not None else None,
-        "created_at": campaign.created_at.isoformat() if campaign.created_at else None,
-        "started_at": campaign.started_at.isoformat() if campaign.started_at else None,
-        "completed_at": campaign.completed_at.isoformat() if campaign.completed_at else None,
-    }

@@ -2,36 +2,21 @@
 
 A campaign names a provider account or a route (``HERALD_ROUTES``): a route maps destination
 regions (phonenumbers region codes, ``"*"`` for any other) to an ordered list of accounts.
-Each provider kind has limits its API documents; a campaign that no account of a region's list
-can carry is refused at intake with the reason, instead of failing message by message later.
+Each provider kind has limits its API documents (its adapter declares them: campaigns.ports);
+a campaign that no account of a region's list can carry is refused at intake with the reason,
+instead of failing message by message later.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from campaigns import ports
 from campaigns.errors import ConfigurationError, SubmissionError
 from campaigns.settings import ProviderAccount, Settings
 
 
-@dataclass(frozen=True)
-class Limits:
-    max_sender: int | None = None
-    max_chars: int | None = None  # per message as the API takes it (no concatenation by us)
-
-
-LIMITS = {
-    "tikosms": Limits(max_sender=15, max_chars=160),
-    "mobsms": Limits(max_chars=1600),
-    "smsforai": Limits(max_chars=1600),
-    "aikdata": Limits(),
-    "laravel": Limits(),
-}
-
-
 def cannot_carry(account: ProviderAccount, sender: str, text: str) -> str | None:
     """Why this account cannot carry the message, or None if it can."""
-    limits = LIMITS.get(account.kind, Limits())
+    limits = ports.capabilities(account.kind)
     if limits.max_sender is not None and len(sender) > limits.max_sender:
         return f"{account.kind} takes a sender of at most {limits.max_sender} characters"
     if limits.max_chars is not None and len(text) > limits.max_chars:

@@ -12,34 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from campaigns.errors import SubmissionError
 
 
-class Recipient(BaseModel):
-    """A recipient object: the number under ``to`` or ``number``; other keys are template fields."""
-
-    model_config = ConfigDict(extra="allow")
-
-    to: str | None = None
-    number: str | None = None
-    name: str | None = None
-    client_ref: str | None = Field(default=None, max_length=255)
-    callback_url: str | None = None
-
-    @model_validator(mode="after")
-    def _has_number(self) -> Recipient:
-        if not (self.to or self.number):
-            raise ValueError("a recipient needs 'to' or 'number'")
-        return self
-
-    @property
-    def phone(self) -> str:
-        return self.to or self.number or ""
-
-    def template_fields(self) -> dict[str, Any]:
-        values = dict(self.model_extra or {})
-        if self.name is not None:
-            values["name"] = self.name
-        return values
-
-
 _HH_MM = r"^([01]\d|2[0-3]):[0-5]\d$"
 
 

@@ -5,7 +5,6 @@ Every variable is documented in the README. Nothing else in Herald reads the env
 
 from __future__ import annotations
 
-import functools
 import secrets
 from decimal import Decimal
 from pathlib import Path
@@ -13,6 +12,8 @@ from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from campaigns.resources import per_process
 
 
 class ProviderAccount(BaseModel):
@@ -142,13 +143,18 @@ class Settings(BaseSettings):
         return name, self.providers[name]
 
 
-@functools.cache
+@per_process
 def _process_secret() -> bytes:
     # Without HERALD_SECRET_KEY, tokens are valid only inside this process: enough for the demo.
     return secrets.token_bytes(32)
 
 
 _settings: Settings | None = None
+_generation = [0]  # bumped by configure(): what was built from the old settings is built anew
+
+
+def generation() -> int:
+    return _generation[0]
 
 
 def get_settings() -> Settings:
@@ -162,9 +168,7 @@ def configure(settings: Settings) -> Settings:
     """Install ``settings`` as this process's settings (the demo, tests and the CLI use this)."""
     global _settings
     _settings = settings
-    from campaigns import db
-
-    db.reset()
+    _generation[0] += 1
     return settings
 
 

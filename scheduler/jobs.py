@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-from amqp.exceptions import ChannelError
+import httpx
 from sqlalchemy import select
 
-from campaigns import db
+from campaigns import callbacks, db, lifecycle
 from campaigns.models import Campaign
 from campaigns.reports import close_if_finished
 from campaigns.settings import get_settings
 from campaigns.statuses import CampaignStatus
 from scheduler import release
 from scheduler.periodic import periodic_task
+from scheduler.sweep import sweep as run_sweep
+from worker import queues, tasks
+from worker.app import app
 
 
 @periodic_task("herald.release_due_campaigns")
 def release_due_campaigns() -> int:
-    from worker.dispatch import start_campaign
-
-    return len(release.release_due_campaigns(start_campaign))
+    return len(release.release_due_campaigns(tasks.fan_out.delay))
 
 
 @periodic_task("herald.release_deferred_recipients")
 def release_deferred_recipients() -> int:
-    from worker.tasks import publish_sends
-
-    return release.release_deferred(publish_sends, get_settings().fanout_batch)
+    return release.release_deferred(tasks.publish_sends, get_settings().fanout_batch)
 
 
 @periodic_task("herald.close_finished_campaigns")
@@ -40,20 +39,23 @@ def close_finished_campaigns() -> int:
 # sweeps at once are safe anyway; the lock only saves a duplicate scan).
 @periodic_task("herald.sweep", lock_ttl_s=10)
 def sweep() -> dict:
-    """Republish lost sends, restart stalled fan-outs, resolve stale claims (scheduler/sweep.py)."""
-    from scheduler.sweep import sweep as run
-    from worker.tasks import fan_out, publish_sends
-
-    result = run(publish_sends, fan_out.delay, backlog=send_backlog)
+    """Republish lost sends, restart stalled fan-outs, settle stale claims (scheduler/sweep.py)."""
+    result = run_sweep(tasks.publish_sends, tasks.fan_out.delay, backlog=send_backlog)
     return {"republished": result.republished, "fanouts": result.fanouts, "resolved": dict(result.resolved)}
 
 
 def send_backlog() -> int:
-    """Send tasks waiting in the broker's `send` queue (not those already taken by a worker)."""
-    from worker.app import app
-
+    """Send tasks waiting in the broker's send queue (not those already taken by a worker)."""
     with app.connection_for_read() as conn:
-        try:
-            return conn.default_channel.queue_declare("send", passive=True).message_count
-        except ChannelError:  # the queue does not exist: nothing was ever left in it
-            return 0
+        return queues.depth(conn, queues.SEND)
+
+
+@periodic_task("herald.deliver_callbacks")
+def deliver_callbacks(limit: int = 200) -> int:
+    with httpx.Client(timeout=10, follow_redirects=False) as client:
+        return callbacks.deliver_due(client, limit)
+
+
+@periodic_task("herald.expire_messages")
+def expire_messages() -> int:
+    return lifecycle.expire_overdue()

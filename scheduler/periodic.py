@@ -9,24 +9,22 @@
    saves a duplicate scan: it expires after ``lock_ttl_s``, so correctness never rests on it.
 3. One line in ``scheduler/schedule.py`` runs it from beat: ``"name": every(seconds, "herald.<name>")``.
 
-    @periodic_task("herald.expire_old_messages")
-    def expire_old_messages() -> int:
-        with db.session() as s:
-            return s.execute(update(Message).where(Message.status == "sent", ...)
-                             .values(status="expired")).rowcount
+    @periodic_task("herald.expire_messages")
+    def expire_messages() -> int:
+        return lifecycle.expire_overdue()  # UPDATE ... WHERE status = 'sent' (campaigns/messages.py)
 
 The function stays callable directly (tests call it without Celery); the task is ``fn.task``.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
+from campaigns.resources import redis_client
 from campaigns.settings import get_settings
 from worker.app import app
 
@@ -68,7 +66,7 @@ def single_flight(name: str, ttl_s: float) -> Iterator[bool]:
         return
     import redis
 
-    lock = _redis(url).lock(f"herald:job:{name}", timeout=ttl_s, blocking=False)
+    lock = redis_client(url).lock(f"herald:job:{name}", timeout=ttl_s, blocking=False)
     acquired = lock.acquire()
     try:
         yield acquired
@@ -78,10 +76,3 @@ def single_flight(name: str, ttl_s: float) -> Iterator[bool]:
                 lock.release()
             except redis.exceptions.LockError:
                 pass  # it expired while the job ran: another run may hold it now, leave that alone
-
-
-@functools.cache
-def _redis(url: str):
-    import redis
-
-    return redis.Redis.from_url(url)

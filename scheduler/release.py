@@ -1,28 +1,25 @@
-"""Holding and releasing work by time: due scheduled campaigns, and recipients outside their window.
+"""Releasing work by time: due scheduled campaigns, and recipients whose send window opened.
 
-A message waiting for its send window is ``queued`` with ``not_before`` set; nothing publishes it
-until ``release_deferred`` finds it due, publishes it and clears ``not_before``. The send path
-checks the window again when it claims a message, so a backlog never sends outside the window.
+A message waiting for its send window is ``queued`` with ``not_before`` set (campaigns/windows.py);
+nothing publishes it until ``release_deferred`` finds it due, publishes it and clears
+``not_before``. The send path checks the window again when it claims a message, so a backlog
+never sends outside the window.
 Every write is conditional, so two runs at once (two beats) do the work once between them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import select, update
 
-from campaigns import clock, db
+from campaigns import clock, db, messages
 from campaigns.models import Campaign, Message
 from campaigns.statuses import CampaignStatus, MessageStatus
-from scheduler.windows import Window, is_open, next_open, zones_for
 
 log = logging.getLogger(__name__)
-
-NEVER_OPEN = "the send window is never open in all of this number's time zones"
 
 
 def release_due_campaigns(start: Callable[[str], None], now: datetime | None = None) -> list[str]:
@@ -62,48 +59,5 @@ def release_deferred(publish: Callable[[list[int]], None], batch: int, now: date
             if not ids:
                 return released
             publish(ids)
-            s.execute(update(Message).where(Message.id.in_(ids)).values(not_before=None)
-                      .execution_options(synchronize_session=False))
+            messages.release_held(s, ids)
         released += len(ids)
-
-
-def hold_outside_window(window: dict, ids: list[int], now: datetime | None = None) -> list[int]:
-    """Fan-out's filter: of ``ids``, return those open now; the others wait with ``not_before`` set."""
-    now = now or clock.now()
-    spec = Window.from_dict(window)
-    with db.session() as s:
-        by_zones: dict[tuple[str, ...], list[int]] = defaultdict(list)
-        for mid, phone in s.execute(select(Message.id, Message.phone).where(Message.id.in_(ids))):
-            by_zones[zones_for(phone, spec)].append(mid)
-        due: list[int] = []
-        for zones, group in by_zones.items():
-            at = next_open(spec, zones, now)
-            if at is not None and at <= now:
-                due.extend(group)
-                continue
-            _wait_or_fail(s, group, at, MessageStatus.QUEUED, now)
-    return sorted(due)
-
-
-def defer_if_closed(message_id: int, phone: str, window: dict, now: datetime | None = None) -> bool:
-    """The send path's check after a claim: if the window is closed, hand the message back to wait."""
-    now = now or clock.now()
-    spec = Window.from_dict(window)
-    zones = zones_for(phone, spec)
-    if is_open(spec, zones, now):
-        return False
-    with db.session() as s:
-        _wait_or_fail(s, [message_id], next_open(spec, zones, now), MessageStatus.SENDING, now)
-    return True
-
-
-def _wait_or_fail(s, ids: list[int], at: datetime | None, status: MessageStatus, now: datetime) -> None:
-    held = update(Message).where(Message.id.in_(ids), Message.status == status)
-    if at is None:
-        s.execute(held.values(status=MessageStatus.FAILED, error=NEVER_OPEN, final_at=now))
-        return
-    values = {"status": MessageStatus.QUEUED, "not_before": at}
-    if status == MessageStatus.SENDING:
-        # Give the claim back: this was no send attempt.
-        values |= {"claimed_at": None, "attempts": Message.attempts - 1}
-    s.execute(held.values(**values))

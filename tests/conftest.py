@@ -81,7 +81,7 @@ def receiver():
     """A webhook receiver standing in for Herald: keeps every pushed body, answers 200."""
     from fastapi import FastAPI, Request
 
-    from worker.serving import ServerThread
+    from worker.api.serving import ServerThread
 
     bodies: list[dict] = []
     app = FastAPI()
@@ -99,8 +99,8 @@ def receiver():
 @pytest.fixture(scope="session")
 def api_server():
     """Herald's HTTP app in this process: provider webhooks land here."""
-    from worker.http import create_app
-    from worker.serving import ServerThread
+    from worker.api.http import create_app
+    from worker.api.serving import ServerThread
 
     with ServerThread(create_app()) as server:
         yield server

@@ -15,7 +15,7 @@ from campaigns import db, intake
 from campaigns.models import Message
 from campaigns.schema import CampaignSpec
 from campaigns.statuses import MessageStatus
-from worker import demo
+from worker.cli import demo
 
 SENT_AT = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 

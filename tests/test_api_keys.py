@@ -14,9 +14,9 @@ from campaigns import apikeys, db
 from campaigns.errors import UnknownScope
 from campaigns.models import ApiKey
 from tests.conftest import PG_ADMIN, PG_DB
-from worker.auth import required_scope
+from worker.api.auth import required_scope
 from worker.cli import main as cli
-from worker.http import create_app
+from worker.api.http import create_app
 
 CAMPAIGN = {"from": "Herald", "message": "hello", "recipients": ["+447700900123"]}
 

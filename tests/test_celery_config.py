@@ -7,7 +7,8 @@ from hypothesis import given, strategies as st
 
 from campaigns.settings import Settings
 from scheduler.schedule import BEAT_SCHEDULE
-from worker import dispatch, tasks
+from worker import tasks
+from worker.send import dispatch
 from worker.app import MAX_COUNTDOWN_S, celery_config
 
 # Room for the task's own run after its ETA (provider timeout, a throttled sleep) before the

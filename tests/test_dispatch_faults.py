@@ -26,7 +26,7 @@ from campaigns.models import Message
 from campaigns.schema import CampaignSpec
 from campaigns.statuses import FINAL, MessageStatus
 from tests.conftest import WorkerProcess, wait_for
-from worker import demo
+from worker.cli import demo
 from worker.emulator import Knobs
 from worker.emulator.process import EmulatorProcess, free_port
 

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from tests.conftest import wait_for
 from worker.emulator import Emulator, Knobs, create_app
 from worker.emulator.app import PUSH_ATTEMPTS
-from worker.serving import ServerThread
+from worker.api.serving import ServerThread
 
 TOKEN = "secret-webhook-token"
 

@@ -8,10 +8,10 @@ from sqlalchemy import func, select
 import campaigns
 from campaigns import db
 from campaigns.models import Message
-from campaigns.reports import campaign_report
+from campaigns.aggregate import campaign_report
 from campaigns.schema import CampaignSpec
 from tests.conftest import wait_for
-from worker import demo
+from worker.cli import demo
 
 
 def expected_unique(raw_numbers: list[str], region: str) -> set[str]:

@@ -12,11 +12,11 @@ from sqlalchemy import select
 import campaigns
 from campaigns import db
 from campaigns.models import Message
-from campaigns.reports import campaign_report
+from campaigns.aggregate import campaign_report
 from campaigns.schema import CampaignSpec
 from campaigns.settings import ProviderAccount, configure, get_settings
 from tests.conftest import wait_for
-from worker import cooldown
+from worker.send import cooldown
 from worker.emulator import Knobs
 from worker.emulator.process import EmulatorProcess
 
@@ -108,7 +108,7 @@ def test_failover_completes_through_the_next_provider_exactly_once(
 
 
 def test_an_invalid_number_never_fails_over(with_accounts, side):
-    from worker import dispatch
+    from worker.send import dispatch
 
     side.set_knobs(Knobs())
     with_accounts(

@@ -16,7 +16,7 @@ import campaigns
 from campaigns import clock, db, lifecycle
 from campaigns.errors import InvalidTransition
 from campaigns.models import Callback, Message
-from campaigns.reports import campaign_report
+from campaigns.aggregate import campaign_report
 from campaigns.schema import CampaignSpec
 from campaigns.statuses import MessageStatus
 from tests.conftest import wait_for

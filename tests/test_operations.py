@@ -10,12 +10,12 @@ import phonenumbers
 from prometheus_client.parser import text_string_to_metric_families
 
 import campaigns
-from campaigns.reports import campaign_report
+from campaigns.aggregate import campaign_report
 from campaigns.schema import CampaignSpec
 from campaigns.settings import configure, get_settings
 from tests.conftest import wait_for
 from tests.test_procfile import run_entry  # noqa: F401  (the fixture)
-from worker import demo
+from worker.cli import demo
 from worker.emulator import Knobs
 from worker.emulator.process import free_port
 from worker.logs import JsonFormatter

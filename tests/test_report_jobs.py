@@ -18,15 +18,16 @@ from campaigns import clock, db
 from campaigns.callbacks import retry_delay
 from campaigns.models import Callback, Message
 from campaigns.optout import is_opt_out
-from campaigns.reports import campaign_report
+from campaigns.aggregate import campaign_report
 from campaigns.settings import ProviderAccount
 from campaigns.signing import webhook_url
-from scheduler.reports import deliver_callbacks, poll_account, poll_budget
+from scheduler.jobs import deliver_callbacks
+from scheduler.polling import poll_account, poll_budget
 from tests.conftest import SECRET, wait_for
 from tests.reporting import mark_sent, numbers, stored_campaign, tiko_row
-from worker import dispatch
+from worker.send import dispatch
 from worker.emulator import Knobs
-from worker.serving import ServerThread
+from worker.api.serving import ServerThread
 
 
 def test_poll_budget_stays_inside_the_accounts_rate():
@@ -157,17 +158,13 @@ def test_the_incoming_webhook_needs_a_provider_that_receives(services):
 @pytest.fixture
 def silent_gateway(services, monkeypatch):
     """A provider account whose adapter never reports (as the Laravel gateway), named "gw"."""
+    from campaigns.ports import Capabilities
     from campaigns.settings import configure, get_settings
     from worker import providers
 
-    class NeverReports:
-        kind = "never-reports"
-        pushes_reports = False
-        can_poll = False
-
-    monkeypatch.setitem(providers.ADAPTERS, NeverReports.kind, NeverReports)
+    monkeypatch.setitem(providers.KINDS, "never-reports", Capabilities(pushes_reports=False, can_poll=False))
     previous = get_settings()
-    accounts = {**previous.providers, "gw": ProviderAccount(kind=NeverReports.kind, base_url="http://gw")}
+    accounts = {**previous.providers, "gw": ProviderAccount(kind="never-reports", base_url="http://gw")}
     configure(previous.model_copy(update={"providers": accounts}))
     yield "gw"
     configure(previous)

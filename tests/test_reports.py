@@ -15,7 +15,8 @@ from sqlalchemy import func, select
 
 from campaigns import db
 from campaigns.models import DeliveryReport, Message
-from campaigns.reports import apply_report, apply_reports, campaign_report, close_if_finished
+from campaigns.aggregate import campaign_report
+from campaigns.reports import apply_report, apply_reports, close_if_finished
 from campaigns.signing import account_webhook_url, webhook_url
 from campaigns.statuses import MessageStatus, fold_parts
 from tests.reporting import SENT_AT, mark_sent, numbers, stored_campaign, tiko_row

@@ -7,7 +7,7 @@ import pytest
 from campaigns import routes
 from campaigns.errors import SubmissionError
 from campaigns.settings import ProviderAccount, Settings, configure, get_settings
-from worker import cooldown, routing
+from worker.send import cooldown, routing
 
 
 def account(kind: str, price: str | None = None) -> ProviderAccount:

@@ -6,7 +6,7 @@ from campaigns.recipients import InvalidRecipient, normalise
 from campaigns.segments import encode_info
 from campaigns.statuses import MessageStatus, can_move
 from campaigns.templates import MissingField, render
-from worker.dispatch import backoff
+from worker.send.dispatch import backoff
 
 
 @pytest.mark.parametrize("raw, region, e164", [

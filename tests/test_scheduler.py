@@ -18,15 +18,15 @@ import pytest
 from sqlalchemy import func, select
 
 import campaigns
-from campaigns import clock, db
+from campaigns import clock, db, windows
 from campaigns.errors import SubmissionError
 from campaigns.models import Campaign, Message
-from campaigns.reports import campaign_report
+from campaigns.aggregate import campaign_report
 from campaigns.schema import CampaignSpec
 from scheduler import jobs, release
 from scheduler.periodic import single_flight
 from tests.conftest import ROOT, wait_for
-from worker import dispatch
+from worker.send import dispatch, fanout
 
 UTC = timezone.utc
 CLOCK_KEY = "herald:test-clock"
@@ -193,10 +193,10 @@ def test_a_number_whose_zones_never_share_the_window_fails_with_the_reason(servi
     receipt = campaigns.submit(spec(send_window=narrow), ["+79161234567", "+447400123456"])
     published: list[int] = []
 
-    assert dispatch.fan_out(receipt.campaign_id, published.extend, batch=10) == 0
+    assert fanout.fan_out(receipt.campaign_id, published.extend, batch=10) == 0
 
     rows = message_rows(receipt.campaign_id)
-    assert (rows["+79161234567"].status, rows["+79161234567"].error) == ("failed", release.NEVER_OPEN)
+    assert (rows["+79161234567"].status, rows["+79161234567"].error) == ("failed", windows.NEVER_OPEN)
     assert rows["+447400123456"].status == "queued" and rows["+447400123456"].not_before is not None
 
 

@@ -8,14 +8,15 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from campaigns import clock, db, intake
+from campaigns import clock, db, intake, messages
 from campaigns.models import Campaign, Message
 from campaigns.reports import StatusReport
 from campaigns.schema import CampaignSpec
 from campaigns.settings import get_settings
 from campaigns.statuses import MessageStatus
-from scheduler.sweep import NOT_ASKED, resolve, sweep
-from worker import dispatch, providers
+from scheduler.sweep import sweep
+from worker.send import settle
+from worker.send.settle import NOT_ASKED, decide
 
 NUMBERS = ["+447400123401", "+447400123402", "+447400123403", "+447400123404"]
 
@@ -30,7 +31,7 @@ NUMBERS = ["+447400123401", "+447400123402", "+447400123403", "+447400123404"]
     (NOT_ASKED, "resend", 3, False, "fail"),
 ])
 def test_stale_claim_rules(found, policy, attempts, patient, action):
-    decision = resolve(found, policy=policy, attempts=attempts, max_deliveries=3, patient=patient)
+    decision = decide(found, policy=policy, attempts=attempts, max_deliveries=3, patient=patient)
     assert decision.action == action
     assert decision.reason
 
@@ -72,8 +73,8 @@ def row(message_id: int) -> Message:
 
 def test_a_stale_claim_nobody_can_check_becomes_unknown(campaign):
     _, ids = campaign
-    assert dispatch.claim(ids[0]) is not None
-    dispatch.claim(ids[1])  # claimed just now: a live send, left alone
+    assert messages.claim(ids[0]) is not None
+    messages.claim(ids[1])  # claimed just now: a live send, left alone
     make_stale(ids[0])
     out = Published()
 
@@ -90,7 +91,7 @@ def test_a_poison_message_ends_failed_instead_of_looping(campaign):
     _, ids = campaign
     out = Published()
     for delivery in range(1, 4):
-        assert dispatch.claim(ids[0]) is not None, f"delivery {delivery} could not claim"
+        assert messages.claim(ids[0]) is not None, f"delivery {delivery} could not claim"
         make_stale(ids[0])  # the worker died mid-send
         out.sweep(stale_claim_policy="resend", max_deliveries=3, stale_claim_s=60)
     # then it was sent again twice, and the third loss ends it, with the reason
@@ -114,11 +115,11 @@ class LookupProvider:
 def test_a_provider_lookup_settles_stale_claims(campaign, monkeypatch):
     _, ids = campaign
     for message_id in ids[:2]:
-        dispatch.claim(message_id)
+        messages.claim(message_id)
         make_stale(message_id)
-    providers.get_provider("tiko")
-    monkeypatch.setitem(providers._cache, "tiko", LookupProvider(
-        {str(ids[0]): StatusReport("DELIVRD", MessageStatus.DELIVERED, provider_message_id="p-1")}))
+    provider = LookupProvider(
+        {str(ids[0]): StatusReport("DELIVRD", MessageStatus.DELIVERED, provider_message_id="p-1")})
+    monkeypatch.setattr(settle, "get_provider", lambda account: provider)
     out = Published()
 
     result = out.sweep(stale_claim_s=60)

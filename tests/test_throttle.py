@@ -13,7 +13,7 @@ import redis as redis_lib
 
 from campaigns.settings import ProviderAccount, Settings
 from tests.conftest import REDIS_BASE, REDIS_DB, _unavailable
-from worker.throttle import Limits, MemoryThrottle, Quota, Rate, RedisThrottle, Semaphore, limits_for
+from worker.send.throttle import Limits, MemoryThrottle, Quota, Rate, RedisThrottle, Semaphore, limits_for
 
 T0 = 1_800_000_000.0
 
@@ -168,8 +168,8 @@ def test_a_throttled_send_gives_its_claim_back_without_spending_an_attempt(servi
     from campaigns.models import Message
     from campaigns.schema import CampaignSpec
     from campaigns.settings import get_settings
-    from worker import dispatch
-    from worker.throttle import get_throttle
+    from worker.send import dispatch
+    from worker.send.throttle import get_throttle
 
     spec = CampaignSpec.model_validate({"from": "Herald", "message": "hi", "default_region": "GB",
                                         "concurrency": 1})

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from worker.webhook_batch import Batcher, Item
+from worker.api.webhook_batch import Batcher, Item
 
 
 def item(n: int) -> Item:

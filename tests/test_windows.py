@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from campaigns.errors import SubmissionError
 from campaigns.schema import CampaignSpec, SendWindow
-from scheduler.recurring import resolve_slot
-from scheduler.windows import Window, is_open, next_open, zones_for
+from campaigns.recurring import resolve_slot
+from campaigns.windows import Window, is_open, next_open, zones_for
 
 UTC = timezone.utc
 DAY = Window.from_dict({"start": "09:00", "end": "20:00"})

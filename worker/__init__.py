@@ -1,5 +1,15 @@
-"""Herald's Celery worker: the app, thin tasks, provider adapters, emulators and HTTP ingress."""
+"""Herald's sending side: the Celery app, its tasks, the send path, adapters, API and CLI.
 
+Importing it registers what the domain asks of it (campaigns.ports), so any process that uses
+the worker side, whatever its entry point, can submit, resume and cancel campaigns.
+"""
+
+from campaigns import ports
+from worker import tasks
 from worker.app import app
+from worker.providers import KINDS
+
+ports.register(start_dispatch=tasks.fan_out.delay, cancel_at_provider=tasks.cancel_at_provider.delay,
+               kinds=KINDS)
 
 __all__ = ["app"]

@@ -6,11 +6,12 @@ from celery import Celery
 import logging
 
 from celery.signals import (
-    after_setup_logger, after_setup_task_logger, worker_init, worker_process_init, worker_ready,
+    after_setup_logger, after_setup_task_logger, worker_init, worker_ready,
 )
 from kombu import Queue
 
 from campaigns.settings import Settings, get_settings
+from worker import queues
 
 # Well above any countdown Herald uses (the longest retry waits far less): a Redis-broker task
 # whose ETA passes the visibility timeout would be delivered again.
@@ -46,11 +47,10 @@ def celery_config(settings: Settings) -> dict:
         # Off: a "sent" event is a second Redis round trip per published task and halves fan-out
         # (see `herald bench`); Flower still shows each task from the workers' events.
         "task_send_sent_event": False,
-        "task_default_queue": "herald",
-        "task_queues": (Queue("herald"), Queue("send")),
-        # Sends get their own queue so a backlog of them never delays fan-out or intake.
-        "task_routes": {"herald.send_message": {"queue": "send"}},
-        "imports": ("worker.tasks", "scheduler.jobs", "scheduler.reports"),
+        "task_default_queue": queues.DEFAULT,
+        "task_queues": tuple(Queue(name) for name in queues.ALL),
+        "task_routes": {"herald.send_message": {"queue": queues.SEND}},
+        "imports": ("worker.tasks", "scheduler.jobs", "scheduler.polling"),
         "beat_schedule": _beat_schedule(),
         "timezone": "UTC",
     }
@@ -68,16 +68,6 @@ def configure_app(settings: Settings) -> Celery:
     clock.install(settings.redis_url, settings.clock_key)
     app.conf.update(celery_config(settings))
     return app
-
-
-@worker_process_init.connect
-def _after_fork(**_):
-    # Engines and HTTP clients are per process: drop anything inherited from the parent.
-    from campaigns import db
-    from worker import providers
-
-    db.reset()
-    providers._cache.clear()
 
 
 @after_setup_logger.connect

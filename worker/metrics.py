@@ -25,6 +25,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from campaigns.settings import get_settings
+from worker import queues
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,10 @@ def throttle_waited(provider: str, seconds: float) -> None:
 
 
 class StateCollector:
-    """Counts from the database and the broker, taken at each scrape."""
+    """Counts from the database and the broker (``app``'s), taken at each scrape."""
+
+    def __init__(self, app) -> None:
+        self.app = app
 
     def collect(self):
         from campaigns import db
@@ -94,7 +98,7 @@ class StateCollector:
             log.warning("metrics: the database could not be read", exc_info=True)
             families.append(_scrape_error("database"))
         try:
-            families.append(_queue_depth())
+            families.append(_queue_depth(self.app))
         except Exception:
             log.warning("metrics: the broker could not be read", exc_info=True)
             families.append(_scrape_error("broker"))
@@ -108,20 +112,12 @@ def _scrape_error(source: str) -> GaugeMetricFamily:
     return g
 
 
-def _queue_depth() -> GaugeMetricFamily:
-    from kombu.exceptions import ChannelError
-
-    from worker.app import app
-
+def _queue_depth(app) -> GaugeMetricFamily:
     g = GaugeMetricFamily("herald_queue_depth", "Tasks waiting in each broker queue", labels=["queue"])
     with app.connection_for_read() as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
-        for queue in app.conf.task_queues:
-            try:
-                depth = conn.default_channel.queue_declare(queue=queue.name, passive=True).message_count
-            except ChannelError:
-                depth = 0  # never declared yet: nothing has been published to it
-            g.add_metric([queue.name], depth)
+        for queue in queues.ALL:
+            g.add_metric([queue], queues.depth(conn, queue))
     return g
 
 
@@ -145,16 +141,17 @@ def _queries():
 _MESSAGES_BY_PROVIDER, _CAMPAIGNS_BY_STATUS, _ACTIVE_CAMPAIGN_MESSAGES = _queries()
 
 
-def registry(*, state: bool) -> CollectorRegistry:
-    """What to expose: the state counts (API only) and this host's worker events."""
+def registry(*, state_of=None) -> CollectorRegistry:
+    """What to expose: this host's worker events, and (the API) the state counts of the Celery
+    app ``state_of``."""
     directory = get_settings().prometheus_multiproc_dir
     reg = CollectorRegistry()
     if directory:
         MultiProcessCollector(reg, path=directory)
     else:
         reg.register(_Default())
-    if state:
-        reg.register(StateCollector())
+    if state_of is not None:
+        reg.register(StateCollector(state_of))
     return reg
 
 
@@ -171,5 +168,5 @@ def serve_worker_metrics() -> None:
 
     port = get_settings().worker_metrics_port
     if port:
-        start_http_server(port, registry=registry(state=False))
+        start_http_server(port, registry=registry())
         log.info("worker metrics served", extra={"port": port})

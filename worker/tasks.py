@@ -8,9 +8,10 @@ import psycopg
 from sqlalchemy.exc import OperationalError
 
 from campaigns.settings import get_settings
-from worker import dispatch, resolve
+from campaigns.statuses import MessageStatus
 from worker.app import MAX_COUNTDOWN_S, app
 from worker.logs import log_context
+from worker.send import cancel, dispatch, fanout, settle
 
 
 @app.task(name="campaigns.submit", ignore_result=False)
@@ -18,7 +19,7 @@ def submit(**submission: Any) -> dict:
     """Another service submits a campaign with only the broker: ``send_task("campaigns.submit", kwargs=...)``."""
     import campaigns
     from campaigns.clock import now
-    from scheduler.recurring import resolve_slot
+    from campaigns.recurring import resolve_slot
 
     return campaigns.submit(resolve_slot(submission, now())).model_dump(mode="json")
 
@@ -39,7 +40,7 @@ def publish_sends(ids: list[int]) -> None:
 @app.task(name="herald.fan_out")
 def fan_out(campaign_id: str) -> int:
     with log_context(campaign_id=campaign_id):
-        return dispatch.fan_out(campaign_id, publish_sends, get_settings().fanout_batch)
+        return fanout.fan_out(campaign_id, publish_sends, get_settings().fanout_batch)
 
 
 # A lost database connection (a PostgreSQL restart) fails one statement: run the send again.
@@ -50,6 +51,8 @@ def fan_out(campaign_id: str) -> int:
 def send_message(self, message_id: int) -> str:
     with log_context(message_id=message_id):
         outcome = dispatch.send(message_id)
+    if outcome.status == MessageStatus.SENDING:  # in doubt: ask the provider shortly
+        settle_message.apply_async((message_id,), countdown=settle.SETTLE_AFTER_S)
     if outcome.retry_in is not None:
         raise self.retry(countdown=countdown(outcome.retry_in))
     return outcome.status
@@ -62,17 +65,16 @@ def countdown(wait: float) -> float:
 
 @app.task(name="herald.cancel_at_provider")
 def cancel_at_provider(campaign_id: str) -> int:
-    from campaigns.lifecycle import cancel_at_provider as cancel_sent
-
-    return cancel_sent(campaign_id)
+    return cancel.cancel_sent(campaign_id)
 
 
-@app.task(name="herald.resolve_message", bind=True, max_retries=None)
-def resolve_message(self, message_id: int) -> str:
-    """Settle an ambiguous send by asking the provider (see worker.resolve)."""
-    status, retry_in = resolve.resolve(message_id, self.request.retries)
+@app.task(name="herald.settle_message", bind=True, max_retries=None)
+def settle_message(self, message_id: int) -> str:
+    """Settle an ambiguous send by asking the provider (worker/send/settle.py)."""
+    with log_context(message_id=message_id):
+        status, retry_in = settle.settle_ambiguous(message_id, get_settings(), self.request.retries)
     if retry_in is not None:
-        raise self.retry(countdown=min(retry_in, MAX_COUNTDOWN_S))
-    if status == "queued":
+        raise self.retry(countdown=countdown(retry_in))
+    if status == MessageStatus.QUEUED:
         send_message.delay(message_id)
     return status

@@ -1,6 +1,6 @@
 """The benchmark's recipients: the demo's mix (about 10% duplicates, 3% invalid), streamed to a file.
 
-Unlike ``worker.demo.generate`` nothing here grows with N, so a million recipients cost a few MB:
+Unlike ``worker.cli.demo.generate`` nothing here grows with N, so a million recipients cost a few MB:
 distinct numbers come from a counter (no set of numbers seen) and duplicates repeat a bounded
 window of recent numbers. The file is written once per (N, seed) and reused, so generating it is
 never part of what the benchmark times.
@@ -19,7 +19,7 @@ import phonenumbers
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
 from campaigns.recipients import InvalidRecipient, normalise
-from worker.demo import _JUNK, _REGIONS, DEMO_REGION
+from worker.cli.demo import _JUNK, _REGIONS, DEMO_REGION
 
 TAILS = 10 ** 6
 _STRIDE = 7919  # prime, so coprime with TAILS: k -> k * _STRIDE % TAILS visits every tail once

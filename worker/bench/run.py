@@ -5,7 +5,7 @@ It runs against the PostgreSQL server and Redis the settings name, but in a data
 (``herald api``) it starts itself and the TikoSMS emulator at the latency asked for. Stages:
 
 1. intake: ``campaigns.intake.submit`` in this process, from a file of recipients;
-2. fan-out: ``worker.dispatch.fan_out`` with the task module's publisher, in this process, while
+2. fan-out: ``worker.send.fanout.fan_out`` with the task module's publisher, in this process, while
    no worker consumes the send queue;
 3. baseline: the bare task (``worker.bench.baseline``) on the same workers, then
    dispatch: the workers start consuming the send queue; timed from the emulator's log, from the
@@ -40,13 +40,14 @@ from campaigns.errors import ConfigurationError
 from campaigns.models import Campaign, DeliveryReport, Message
 from campaigns.settings import ProviderAccount, Settings, configure, get_settings
 from campaigns.statuses import CampaignStatus, MessageStatus
+from worker import queues
 from worker.bench import baseline
 from worker.bench.probes import PeakRss, percentile, process_tree, profiled
 from worker.bench.recipients import read_lines, recipients_file
 
 STAGES = ("intake", "fanout", "dispatch", "reports")
 WARMUP_TASKS = 200
-_QUEUES = ("herald", "send", baseline.QUEUE)
+_QUEUES = (*queues.ALL, baseline.QUEUE)
 
 
 @dataclass
@@ -195,7 +196,8 @@ class _Bench:
         return receipt.campaign_id, receipt.accepted
 
     def _fanout(self, campaign_id: str, accepted: int) -> None:
-        from worker import dispatch, tasks
+        from worker import tasks
+        from worker.send import fanout
 
         self.opts.say("fan-out (no worker consumes the send queue)")
         batches: list[float] = []
@@ -208,7 +210,7 @@ class _Bench:
         rss = PeakRss().reset()
         with profiled(self.opts.profile_dir, "fanout", [os.getpid()]):
             started = time.perf_counter()
-            published = dispatch.fan_out(campaign_id, timed_publish, get_settings().fanout_batch)
+            published = fanout.fan_out(campaign_id, timed_publish, get_settings().fanout_batch)
             elapsed = time.perf_counter() - started
         if published != accepted:
             raise RuntimeError(f"fan-out published {published} tasks for {accepted} messages")
@@ -237,7 +239,7 @@ class _Bench:
 
     def _dispatch(self, campaign_id: str, accepted: int) -> None:
         self.opts.say(f"dispatch: {accepted} messages")
-        rate, elapsed, peak = self._drain("send", accepted)
+        rate, elapsed, peak = self._drain(queues.SEND, accepted)
         cid = uuid.UUID(campaign_id)
         _wait(lambda: _count(cid, [MessageStatus.SENT]) == accepted, self.opts.timeout_s,
               "every message to be recorded as sent")
@@ -412,10 +414,10 @@ def _count(cid: uuid.UUID, statuses: list[MessageStatus]) -> int:
             Message.campaign_id == cid, Message.status.in_([st.value for st in statuses])))
 
 
-def _queue_sizes(app, queues) -> dict[str, int]:
+def _queue_sizes(app, names) -> dict[str, int]:
     with app.connection_for_write() as conn:
         client = conn.default_channel.client
-        return {q: client.llen(q) for q in queues}
+        return {q: client.llen(q) for q in names}
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:

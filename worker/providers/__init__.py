@@ -1,14 +1,15 @@
 """Provider adapters, one module per provider, looked up by the account's ``kind``.
 
-Adapters (and their HTTP clients) are made once per process, after any fork.
+Adapters (and their HTTP clients) are made once per process (campaigns.resources), and again
+when the settings are replaced.
 """
 
 from __future__ import annotations
 
-import os
-
 from campaigns.errors import ConfigurationError
-from campaigns.settings import get_settings
+from campaigns.ports import Capabilities
+from campaigns.resources import per_process
+from campaigns.settings import generation, get_settings
 from worker.providers.aikdata import AikDataProvider
 from worker.providers.base import Accepted, Outgoing, Provider
 from worker.providers.laravel import LaravelProvider
@@ -20,28 +21,21 @@ ADAPTERS: dict[str, type] = {
     adapter.kind: adapter
     for adapter in (AikDataProvider, LaravelProvider, MobSmsProvider, SmsForAiProvider, TikoSmsProvider)
 }
-
-_cache: dict[str, Provider] = {}
-_pid: list[int] = [0]
+# What each kind can do, as the domain sees it (registered through campaigns.ports).
+KINDS: dict[str, Capabilities] = {kind: adapter.capabilities() for kind, adapter in ADAPTERS.items()}
 
 
 def get_provider(account_name: str) -> Provider:
-    if _pid[0] != os.getpid():
-        _cache.clear()
-        _pid[0] = os.getpid()
-    if account_name not in _cache:
-        name, account = get_settings().provider(account_name)
-        adapter = ADAPTERS.get(account.kind)
-        if adapter is None:
-            raise ConfigurationError(f"provider account {name!r} has unknown kind {account.kind!r}")
-        _cache[account_name] = adapter(account)
-    return _cache[account_name]
+    return _adapter(account_name, generation())
 
 
-def reset() -> None:
-    for provider in _cache.values():
-        provider.close()
-    _cache.clear()
+@per_process
+def _adapter(account_name: str, _generation: int) -> Provider:
+    name, account = get_settings().provider(account_name)
+    adapter = ADAPTERS.get(account.kind)
+    if adapter is None:
+        raise ConfigurationError(f"provider account {name!r} has unknown kind {account.kind!r}")
+    return adapter(account)
 
 
-__all__ = ["ADAPTERS", "Accepted", "Outgoing", "Provider", "get_provider", "reset"]
+__all__ = ["ADAPTERS", "KINDS", "Accepted", "Outgoing", "Provider", "get_provider"]

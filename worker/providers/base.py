@@ -10,6 +10,7 @@ capabilities, each announced by a class attribute so callers ask before they cal
   nothing: no provider document promises that its listing holds every message it took, so
   "not found" never means "not sent" (the caller falls back to its stale-claim policy, never to
   a resend).
+- ``max_sender``, ``max_chars``: the longest sender and text the API takes.
 - ``balance()`` and ``price(region)``: None where the API has no such endpoint.
 - ``cancel(provider_message_id)``: True if the provider cancelled it.
 """
@@ -29,6 +30,7 @@ import httpx
 from campaigns.errors import (
     Ambiguous, NoRoute, Permanent, ProviderError, ProviderUnavailable, RateLimited, Retryable,
 )
+from campaigns.ports import Capabilities
 from campaigns.reports import StatusReport
 from campaigns.settings import ProviderAccount
 from campaigns.statuses import MessageStatus
@@ -94,7 +96,15 @@ class BaseProvider:
     pushes_reports: ClassVar[bool] = False
     can_poll: ClassVar[bool] = True
     lookup_by_reference: ClassVar[bool] = False
+    # What the API takes: a longer sender or text is refused at intake and by routing.
+    max_sender: ClassVar[int | None] = None
+    max_chars: ClassVar[int | None] = None
     client: httpx.Client
+
+    @classmethod
+    def capabilities(cls) -> Capabilities:
+        return Capabilities(cls.pushes_reports, cls.can_poll, cls.lookup_by_reference,
+                            cls.max_sender, cls.max_chars)
 
     def parse_report(self, payload: dict) -> list[StatusReport]:
         return []

@@ -40,6 +40,7 @@ LOOKUP_MAX_PAGES = 100  # a busier history than this proves nothing either way: 
 
 class MobSmsProvider(BaseProvider):
     kind: ClassVar[str] = "mobsms"
+    max_chars: ClassVar[int | None] = 1600
     pushes_reports: ClassVar[bool] = True
     lookup_by_reference: ClassVar[bool] = True
 

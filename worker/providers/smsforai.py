@@ -40,6 +40,7 @@ DAY_PROBE_S = 3600.0
 
 class SmsForAiProvider(BaseProvider):
     kind: ClassVar[str] = "smsforai"
+    max_chars: ClassVar[int | None] = 1600
 
     def __init__(self, account: ProviderAccount, client: httpx.Client | None = None):
         self.client = client or bearer_client(account, Accept="application/json")

@@ -56,6 +56,8 @@ def _raise_for(response: httpx.Response, data: dict):
 
 class TikoSmsProvider(BaseProvider):
     kind: ClassVar[str] = "tikosms"
+    max_sender: ClassVar[int | None] = 15
+    max_chars: ClassVar[int | None] = 160
     pushes_reports: ClassVar[bool] = True
 
     def __init__(self, account: ProviderAccount, client: httpx.Client | None = None):

@@ -80,11 +80,11 @@ def run(n: int, *, timeout_s: float = 300.0, as_json: bool = False) -> int:
     from campaigns.schema import CampaignSpec
     from campaigns.settings import ProviderAccount, configure, get_settings
     from worker.app import configure_app
-    from worker.status_view import summary_table, watch
+    from worker.cli.status_view import summary_table, watch
     from worker.emulator import Knobs
     from worker.emulator.process import EmulatorProcess
-    from worker.http import create_app as api_app
-    from worker.serving import ServerThread
+    from worker.api.http import create_app as api_app
+    from worker.api.serving import ServerThread
 
     console = Console(stderr=as_json)
     started = time.monotonic()

@@ -1,4 +1,5 @@
-"""Send windows in each recipient's local time, as pure functions (no database, no Celery).
+"""Send windows in each recipient's local time: the rule as pure functions, and the two places
+it holds messages back (fan-out's filter, the send path's check after a claim).
 
 A window such as 09:00-20:00 is open at an instant when the local wall-clock time, in every time
 zone that applies, is at or after ``start`` and before ``end`` (a window whose end is earlier than
@@ -9,6 +10,7 @@ only in hours allowed in all of them.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from functools import lru_cache
@@ -16,9 +18,15 @@ from zoneinfo import ZoneInfo
 
 import phonenumbers
 from phonenumbers import timezone as phone_zones
+from sqlalchemy import select
+
+from campaigns import clock, db, messages
+from campaigns.models import Message
+from campaigns.statuses import MessageStatus
 
 # Far enough ahead to cross any DST change and any window; nothing found within it means never.
 HORIZON = timedelta(days=8)
+NEVER_OPEN = "the send window is never open in all of this number's time zones"
 
 
 @dataclass(frozen=True)
@@ -80,3 +88,38 @@ def _openings(start: time, zone: str, after: datetime) -> list[datetime]:
         if after < opening <= after + HORIZON:
             out.append(opening)
     return out
+
+
+def hold_outside_window(window: dict, ids: list[int], now: datetime | None = None) -> list[int]:
+    """Fan-out's filter: of ``ids``, return those open now; the others wait with ``not_before`` set."""
+    now = now or clock.now()
+    spec = Window.from_dict(window)
+    with db.session() as s:
+        by_zones: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        for mid, phone in s.execute(select(Message.id, Message.phone).where(Message.id.in_(ids))):
+            by_zones[zones_for(phone, spec)].append(mid)
+        due: list[int] = []
+        for zones, group in by_zones.items():
+            at = next_open(spec, zones, now)
+            if at is None:
+                messages.fail_queued(s, group, NEVER_OPEN)
+            elif at <= now:
+                due.extend(group)
+            else:
+                messages.hold_until(s, group, at)
+    return sorted(due)
+
+
+def defer_if_closed(message_id: int, phone: str, window: dict, now: datetime | None = None) -> bool:
+    """The send path's check after a claim: if the window is closed, hand the message back to wait."""
+    now = now or clock.now()
+    spec = Window.from_dict(window)
+    zones = zones_for(phone, spec)
+    if is_open(spec, zones, now):
+        return False
+    at = next_open(spec, zones, now)
+    if at is None:
+        messages.finish(message_id, MessageStatus.FAILED, NEVER_OPEN)
+    else:
+        messages.give_back(message_id, not_before=at)  # this was no send attempt
+    return True

@@ -16,12 +16,15 @@ from campaigns import db, lifecycle
 from campaigns.errors import ConfigurationError, InvalidReport, InvalidTransition, NotFound, SubmissionError
 from campaigns.listing import list_messages
 from campaigns.optout import record_inbound
-from campaigns.reports import StatusReport, campaign_report
+from campaigns.aggregate import campaign_report
+from campaigns.reports import StatusReport
 from campaigns.schema import Receipt, Submission
 from campaigns.signing import valid_account_webhook_token, valid_webhook_token
-from worker import auth, health, http_intake, metrics
+from worker import metrics
+from worker.app import app as celery_app
+from worker.api import auth, health, intake as http_intake
 from worker.providers import get_provider
-from worker.webhook_batch import Batcher, Item
+from worker.api.webhook_batch import Batcher, Item
 
 
 _NOT_FOUND = {404: {"description": "no such campaign"}}
@@ -82,7 +85,7 @@ def create_app() -> FastAPI:
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     def prometheus_metrics() -> Response:
         """Prometheus metrics: state counted from the database and broker, plus worker events."""
-        return Response(generate_latest(metrics.registry(state=True)), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(metrics.registry(state_of=celery_app)), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/campaigns", response_model=Receipt, status_code=201)
     def submit_campaign(submission: Submission) -> Receipt:

@@ -1,7 +1,8 @@
-"""Periodic report work: poll providers for statuses, expire overdue messages, deliver callbacks.
+"""Polling providers for the statuses of sent messages (those that push are polled only as a
+fallback, for messages whose report seems lost).
 
-Every job claims its rows with conditional UPDATEs (scheduler/periodic.py), so two beats
-running at once do no harm.
+Each run claims its rows by stamping ``polled_at`` (scheduler/periodic.py), so two beats running
+at once ask about each message once.
 """
 
 from __future__ import annotations
@@ -10,21 +11,20 @@ import logging
 import math
 from datetime import datetime, timedelta
 
-import httpx
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select
 
-from campaigns import callbacks, clock, db, lifecycle
+from campaigns import clock, db, messages
 from campaigns.errors import ConfigurationError, ProviderError, RateLimited
 from campaigns.models import Message
 from campaigns.reports import apply_report, close_if_finished
 from campaigns.settings import ProviderAccount, get_settings
 from campaigns.statuses import MessageStatus
 from scheduler.periodic import periodic_task
+from scheduler.schedule import POLL_EVERY_S
 from worker.providers import get_provider
 
 log = logging.getLogger(__name__)
 
-POLL_EVERY_S = 10.0
 # Polls take at most this share of an account's rate, leaving the rest to sends.
 POLL_RATE_SHARE = 0.5
 
@@ -53,7 +53,7 @@ def poll_account(account: str, *, now: datetime | None = None) -> int:
     """Ask one provider account about its unreported messages; returns how many moved."""
     settings = get_settings()
     provider = get_provider(account)
-    if not getattr(provider, "can_poll", True):
+    if not provider.can_poll:
         return 0
     now = now or clock.now()
     due = _due_for_poll(account, provider.pushes_reports, now)
@@ -61,11 +61,8 @@ def poll_account(account: str, *, now: datetime | None = None) -> int:
     with db.session() as s:
         ids = list(s.scalars(select(Message.id).where(*due)
                              .order_by(Message.polled_at.nulls_first(), Message.id).limit(limit)))
-        # Claimed by stamping polled_at: a second beat's run skips these.
-        rows = s.execute(
-            update(Message).where(Message.id.in_(ids), *due).values(polled_at=now)
-            .returning(Message.id, Message.campaign_id, Message.provider_message_id)
-        ).all() if ids else []
+        rows = messages.mark_polled(s, ids, due, now)
+    moved = 0
     moved_campaigns = set()
     for row in sorted(rows):
         extra = {"campaign_id": str(row.campaign_id), "message_id": row.id, "provider": account}
@@ -84,11 +81,12 @@ def poll_account(account: str, *, now: datetime | None = None) -> int:
                    "raw_status": report.raw_status, **report.extra}
         with db.session() as s:
             if apply_report(s, account, report, payload):
+                moved += 1
                 moved_campaigns.add(row.campaign_id)
     for cid in moved_campaigns:
         with db.session() as s:
             close_if_finished(s, cid)
-    return len(moved_campaigns)
+    return moved
 
 
 @periodic_task("herald.poll_reports")
@@ -100,14 +98,3 @@ def poll_reports() -> int:
         except ConfigurationError as exc:
             log.warning("account not polled: %s", exc, extra={"provider": account})
     return moved
-
-
-@periodic_task("herald.deliver_callbacks")
-def deliver_callbacks(limit: int = 200) -> int:
-    with httpx.Client(timeout=10, follow_redirects=False) as client:
-        return callbacks.deliver_due(client, limit)
-
-
-@periodic_task("herald.expire_messages")
-def expire_messages() -> int:
-    return lifecycle.expire_overdue()

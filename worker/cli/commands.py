@@ -57,7 +57,7 @@ def demo(recipients: int, as_json: bool) -> None:
     """Run one generated campaign end to end against the built-in emulator."""
     import logging
 
-    from worker import demo as demo_module
+    from worker.cli import demo as demo_module
 
     logging.getLogger().setLevel(logging.WARNING)
 
@@ -104,7 +104,7 @@ def api(host: str, port: int, workers: int, as_json: bool) -> None:
     _json_logs(as_json)
     # log_config=None: uvicorn's records go through Herald's handler (plain or JSON, tokens redacted);
     # no access log: a line per delivery report costs throughput.
-    uvicorn.run("worker.http:create_served_app", factory=True, workers=workers, host=host, port=port,
+    uvicorn.run("worker.api.http:create_served_app", factory=True, workers=workers, host=host, port=port,
                 log_level="info", log_config=None, access_log=False)
 
 
@@ -231,8 +231,8 @@ def submit(file: Path, sender: str, message: str, default_region: str | None,
     """Submit a campaign from a CSV or JSONL file of recipients, streamed, with a progress bar."""
     import campaigns
     from campaigns.sources import read_recipients
-    from worker.console import progress_bar
-    from worker.status_view import watch
+    from worker.cli.console import progress_bar
+    from worker.cli.status_view import watch
 
     spec = {"from": sender, "message": message, "default_region": default_region, "provider": provider,
             "idempotency_key": idempotency_key, "max_cost": max_cost, "callback_url": callback_url}
@@ -345,8 +345,8 @@ def suppress_list(as_json: bool) -> None:
 @json_option
 def report(campaign_id: str, follow: bool, as_json: bool) -> None:
     """Print a campaign's exact aggregate as a table (`herald status` with --watch does the same)."""
-    from campaigns.reports import campaign_report
-    from worker import status_view
+    from campaigns.aggregate import campaign_report
+    from worker.cli import status_view
 
     try:
         data = (status_view.watch(campaign_id, _err_console(), transient=as_json) if follow
@@ -366,7 +366,7 @@ def report(campaign_id: str, follow: bool, as_json: bool) -> None:
 def list_campaigns(status: str | None, limit: int, as_json: bool) -> None:
     """List campaigns, newest first, with their progress."""
     from campaigns.overview import list_campaigns as overview
-    from worker.console import campaigns_table
+    from worker.cli.console import campaigns_table
 
     rows = overview(status, limit)
     if as_json:
@@ -383,8 +383,8 @@ def status(campaign_id: str, watch: bool, as_json: bool) -> None:
     """Show a campaign's progress and aggregate."""
     from rich.console import Console
 
-    from campaigns.reports import campaign_report
-    from worker import status_view
+    from campaigns.aggregate import campaign_report
+    from worker.cli import status_view
 
     console = Console(stderr=as_json)
     try:

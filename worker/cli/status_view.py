@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from campaigns.reports import campaign_report
+from campaigns.aggregate import campaign_report
 from campaigns.statuses import CampaignStatus
 
 ENDED = (CampaignStatus.COMPLETED, CampaignStatus.CANCELLED)

@@ -10,12 +10,12 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 
 import redis as redis_lib
 
+from campaigns.resources import per_process, redis_client
 from campaigns.settings import get_settings
 
 FAILURES_TO_OPEN = 5
@@ -67,7 +67,7 @@ class _Redis:
     (fail closed, like the throttle), a write after a send is dropped (the send happened)."""
 
     def __init__(self, url: str) -> None:
-        self.r = redis_lib.Redis.from_url(url)
+        self.r = redis_client(url)
 
     def hold(self, key: str, seconds: float) -> None:
         ms = max(int(seconds * 1000), 1)
@@ -107,16 +107,16 @@ class _Redis:
             return None
 
 
-_store: list = [None, 0, None]  # (store, pid, redis url)
-_failed_here: set[str] = set()
+_failed_here: set[str] = set()  # accounts this process saw fail since their last success
+
+
+@per_process
+def _store(url: str | None):
+    return _Redis(url) if url else _Memory()
 
 
 def _backend():
-    url = get_settings().redis_url
-    if _store[0] is None or _store[1] != os.getpid() or _store[2] != url:
-        _store[:] = [_Redis(url) if url else _Memory(), os.getpid(), url]
-        _failed_here.clear()
-    return _store[0]
+    return _store(get_settings().redis_url)
 
 
 def _key(kind: str, account: str, region: str = "") -> str:
@@ -168,5 +168,6 @@ def unusable(accounts: list[str], region: str | None) -> tuple[set[str], set[str
 
 
 def reset() -> None:
-    """Forget the process's connection (tests switch settings)."""
-    _store[:] = [None, 0, None]
+    """Forget the process's store (tests switch settings)."""
+    _store.forget()
+    _failed_here.clear()

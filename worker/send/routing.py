@@ -16,7 +16,7 @@ from decimal import Decimal
 from campaigns.errors import ProviderError
 from campaigns.routes import candidates, cannot_carry
 from campaigns.settings import get_settings
-from worker import cooldown
+from worker.send import cooldown
 from worker.providers import get_provider
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
 import uuid
@@ -29,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import redis
+
+from campaigns.resources import per_process, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -316,26 +317,16 @@ class MemoryThrottle:
 
 
 # ---------------------------------------------------------------------------------------------
-_state: dict = {}
-_lock = threading.Lock()
-
-
 def get_throttle() -> Throttle:
-    """This process's throttle: Redis-backed when HERALD_REDIS_URL is set (made again after a fork)."""
+    """This process's throttle: Redis-backed when HERALD_REDIS_URL is set."""
     from campaigns.settings import get_settings
 
-    url = get_settings().redis_url
-    key = (os.getpid(), url)
-    current = _state.get("current")
-    if current is None or current[0] != key:
-        with _lock:
-            current = _state.get("current")
-            if current is None or current[0] != key:
-                current = (key, RedisThrottle(redis.Redis.from_url(
-                    url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30,
-                )) if url else MemoryThrottle())
-                _state["current"] = current
-    return current[1]
+    return _throttle(get_settings().redis_url)
+
+
+@per_process
+def _throttle(url: str | None) -> Throttle:
+    return RedisThrottle(redis_client(url)) if url else MemoryThrottle()
 
 
 def limits_for(settings, account: str, campaign_id, concurrency: int | None) -> Limits:

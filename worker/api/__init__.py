@@ -1,0 +1,1 @@
+"""The HTTP service: intake, status and control, provider webhooks, health and metrics."""

@@ -1,0 +1,152 @@
+"""The send path, as plain functions: the send task only calls ``send``.
+
+A message is sent by whoever claims it (``queued -> sending`` in one conditional UPDATE); a
+redelivered or duplicated task finds the row already claimed and does nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from campaigns import db, messages, windows
+from campaigns.errors import (
+    Ambiguous, NoRoute, Permanent, ProviderError, ProviderUnavailable, RateLimited, Retryable,
+)
+from campaigns.models import Campaign
+from campaigns.settings import get_settings
+from campaigns.signing import webhook_url
+from campaigns.statuses import MessageStatus
+from worker import metrics
+from worker.providers import Outgoing, get_provider
+from worker.send import cooldown, routing, throttle
+
+log = logging.getLogger(__name__)
+
+# backoff()'s defaults; the send path passes HERALD_RETRY_BACKOFF_S and HERALD_RETRY_BACKOFF_CAP_S.
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 60.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the task should do next: nothing, or run again after ``retry_in`` seconds."""
+
+    status: str
+    retry_in: float | None = None
+
+
+def backoff(attempt: int, *, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_CAP_S,
+            rng: Callable[[], float] = random.random) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
+    # The exponent is bounded so a large attempt count cannot overflow the float.
+    return rng() * min(cap, base * 2.0 ** min(max(attempt - 1, 0), 64))
+
+
+@dataclass(frozen=True)
+class CampaignInfo:
+    sender: str
+    template: str
+    provider: str
+    send_window: dict | None = None
+    concurrency: int | None = None
+
+
+@functools.lru_cache(maxsize=256)
+def _campaign_info(campaign_id: uuid.UUID) -> CampaignInfo:
+    # Sender, template and provider never change after intake, so each process reads them once.
+    with db.session() as s:
+        c = s.get(Campaign, campaign_id)
+        return CampaignInfo(c.sender, c.template, c.provider, c.send_window, c.concurrency)
+
+
+def send(message_id: int) -> Outcome:
+    row = messages.claim(message_id)
+    if row is None:
+        return Outcome("skipped")
+    info = _campaign_info(row.campaign_id)
+    if info.send_window and windows.defer_if_closed(row.id, row.phone, info.send_window):
+        log.info("message waits for its send window",
+                 extra={"campaign_id": str(row.campaign_id), "message_id": row.id})
+        return Outcome("deferred")
+    body = row.body or info.template
+    # The campaign names an account or a route; the account actually used is what gets recorded.
+    account = routing.choose(info.provider, row.region, info.sender, body)
+    extra = {"campaign_id": str(row.campaign_id), "message_id": row.id, "provider": account}
+    if account is None:
+        messages.finish(row.id, MessageStatus.FAILED, "no provider account of the route can carry this destination")
+        log.info("message has no route", extra=extra)
+        return Outcome(MessageStatus.FAILED)
+    provider = get_provider(account)
+    outgoing = Outgoing(
+        reference=str(row.id), to=row.phone, body=body, sender=info.sender,
+        callback_url=webhook_url(account, str(row.campaign_id)),
+    )
+    # A 429 from any worker holds the account until its Retry-After has passed.
+    if (wait := cooldown.remaining(account)) > 0:
+        return _defer(row, wait + random.uniform(0, 0.25), "cooldown", extra)
+    decision = throttle.acquire_for_send(account, row.campaign_id, info.concurrency)
+    if decision.wait or not decision.granted:
+        metrics.throttle_waited(account, decision.wait)
+    if not decision.granted:
+        return _defer(row, decision.wait, decision.reason, extra)
+    if decision.wait:
+        time.sleep(decision.wait)  # a rate slot reserved a moment ahead
+    try:
+        with metrics.provider_request(account):
+            accepted = provider.send(outgoing)
+    except Permanent as exc:
+        messages.finish(row.id, MessageStatus.FAILED, str(exc))
+        log.info("message failed permanently", extra=extra)
+        return Outcome(MessageStatus.FAILED)
+    except Ambiguous as exc:
+        # The provider may have it: never resend blindly. The task asks shortly (worker/send/settle.py).
+        messages.note(row.id, str(exc), provider=account)
+        log.warning("ambiguous send left for resolution", extra=extra)
+        return Outcome(MessageStatus.SENDING)
+    except (Retryable, RateLimited, ProviderUnavailable) as exc:
+        _account_failed(account, row.region, exc)
+        return _retry_later(row, exc, extra)
+    finally:
+        throttle.release(decision)
+    cooldown.success(account)
+    messages.record_sent(row.id, account, accepted.provider_message_id, accepted.raw_status, accepted.cost)
+    return Outcome(MessageStatus.SENT)
+
+
+def _account_failed(account: str, region: str | None, exc: ProviderError) -> None:
+    """Tell the other workers: wait out a 429, skip the account for this region, or count it down."""
+    if isinstance(exc, RateLimited):
+        cooldown.hold(account, exc.retry_after)
+    elif isinstance(exc, NoRoute):
+        cooldown.no_route(account, region)
+    elif isinstance(exc, ProviderUnavailable):
+        cooldown.trip(account)
+    else:
+        cooldown.failure(account)
+
+
+def _retry_later(row, exc: ProviderError, extra: dict) -> Outcome:
+    settings = get_settings()
+    if row.attempts >= settings.max_attempts:
+        messages.finish(row.id, MessageStatus.FAILED, f"gave up after {row.attempts} attempts: {exc}")
+        log.warning("message failed after retries", extra=extra)
+        return Outcome(MessageStatus.FAILED)
+    wait = exc.retry_after if isinstance(exc, RateLimited) else backoff(
+        row.attempts, base=settings.retry_backoff_s, cap=settings.retry_backoff_cap_s)
+    messages.retry_later(row.id, str(exc), wait)
+    log.info("send will be retried", extra={**extra, "retry_in": round(wait, 2)})
+    return Outcome(MessageStatus.QUEUED, retry_in=wait)
+
+
+def _defer(row, wait: float, reason: str, extra: dict) -> Outcome:
+    """A limit is full or the account cools down: give the claim back without spending an
+    attempt (nothing was sent), and come back later."""
+    messages.give_back(row.id, wait_s=wait)
+    log.debug("send throttled", extra={**extra, "limit": reason, "retry_in": round(wait, 3)})
+    return Outcome("throttled", retry_in=wait)
