@@ -34,6 +34,9 @@ class ProviderAccount(BaseModel):
     max_in_flight: int | None = None
     # Price per segment by destination region ("*" for any other), for cost estimates.
     prices: dict[str, Decimal] = Field(default_factory=dict)
+    # How numbers are written to a provider that takes them either way (the Laravel gateway's
+    # examples are national, 0701234567; which form it wants is per gateway).
+    number_format: Literal["e164", "national"] = "e164"
 
 
 class Settings(BaseSettings):

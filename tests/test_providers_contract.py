@@ -272,3 +272,22 @@ def test_smsforai_spent_daily_quota_holds_the_account(emu, knobs):
     seconds_to_midnight = 86400 - time.time() % 86400
     assert raised.value.retry_after >= min(seconds_to_midnight, 3600) - 5  # held, not retried in a second
     assert "per-day" in str(raised.value)
+
+
+@pytest.mark.parametrize("gateway, number_format, accepted", [
+    ("national", "national", True), ("national", "e164", False),
+    ("e164", "e164", True), ("e164", "national", False),
+    ("any", "national", True), ("any", "e164", True),
+])
+def test_laravel_numbers_go_in_the_accounts_format(emu, knobs, gateway, number_format, accepted):
+    knobs(laravel_number_format=gateway, laravel_region="KE")
+    provider = make(emu, "laravel-v2", number_format=number_format)
+    number = f"+25471{int(time.time() * 1000) % 10000000:07d}"
+    if not accepted:
+        with pytest.raises(Permanent) as raised:
+            provider.send(outgoing("40", number))
+        assert raised.value.status_code == 400  # "Invalid phone number format."
+        return
+    provider.send(outgoing("40", number))
+    [record] = records_to(emu, "0" + number[4:] if number_format == "national" else number)
+    assert record["to"] == ("0" + number[4:] if number_format == "national" else number)

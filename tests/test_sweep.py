@@ -16,19 +16,19 @@ from campaigns.settings import get_settings
 from campaigns.statuses import MessageStatus
 from scheduler.sweep import sweep
 from worker.send import settle
-from worker.send.settle import NOT_ASKED, decide
+from worker.send.settle import decide
 
 NUMBERS = ["+447400123401", "+447400123402", "+447400123403", "+447400123404"]
 
 
 @pytest.mark.parametrize("found, policy, attempts, patient, action", [
     (StatusReport("DELIVRD", MessageStatus.DELIVERED), "unknown", 1, False, "report"),
-    (None, "unknown", 1, False, "requeue"),          # the provider says it never got it
-    (None, "unknown", 3, False, "fail"),             # ...but workers keep dying on it: poison
-    (NOT_ASKED, "unknown", 1, False, "unknown"),     # nobody can tell: never resend blindly
-    (NOT_ASKED, "unknown", 1, True, "wait"),         # a lookup failed: try again before giving up
-    (NOT_ASKED, "resend", 1, False, "requeue"),
-    (NOT_ASKED, "resend", 3, False, "fail"),
+    # None: nothing names the message (not asked, the lookup failed, or not found: no proof of absence)
+    (None, "unknown", 1, False, "unknown"),          # never resend blindly
+    (None, "unknown", 3, False, "unknown"),
+    (None, "unknown", 1, True, "wait"),              # a report or another lookup may still show it
+    (None, "resend", 1, False, "requeue"),           # the operator chose at least once
+    (None, "resend", 3, False, "fail"),              # ...but workers keep dying on it: poison
 ])
 def test_stale_claim_rules(found, policy, attempts, patient, action):
     decision = decide(found, policy=policy, attempts=attempts, max_deliveries=3, patient=patient)
@@ -108,8 +108,8 @@ class LookupProvider:
     def __init__(self, known: dict[str, StatusReport]):
         self.known = known
 
-    def fetch_by_reference(self, reference: str):
-        return self.known.get(reference)
+    def fetch_by_reference(self, query):
+        return self.known.get(query.reference)
 
 
 def test_a_provider_lookup_settles_stale_claims(campaign, monkeypatch):
@@ -124,10 +124,11 @@ def test_a_provider_lookup_settles_stale_claims(campaign, monkeypatch):
 
     result = out.sweep(stale_claim_s=60)
 
-    assert result.resolved == {"report": 1, "requeue": 1}
+    # The one it does not show is not taken for "never sent": it is never sent again.
+    assert result.resolved == {"report": 1, "unknown": 1}
     got = row(ids[0])
     assert (got.status, got.provider_message_id) == (MessageStatus.DELIVERED, "p-1")
-    assert row(ids[1]).status == MessageStatus.QUEUED and out.sends == [ids[1]]
+    assert row(ids[1]).status == MessageStatus.UNKNOWN and out.sends == []
 
 
 def test_lost_sends_are_republished_once_by_two_sweeps_at_once(campaign):

@@ -39,7 +39,7 @@ class LaravelProvider(BaseProvider):
 
     def __init__(self, account: ProviderAccount, client: httpx.Client | None = None):
         self.v1 = bool(account.username)
-        self.national = getattr(account, "number_format", "e164") == "national"
+        self.national = account.number_format == "national"
         self.credentials = {"username": account.username,
                             "password": account.password.get_secret_value()}
         headers = {} if self.v1 else {"X-API-Key": account.token.get_secret_value()}

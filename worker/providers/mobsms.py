@@ -9,7 +9,7 @@ back" but shows in no answer: nothing here relies on it, and a row that does car
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import ClassVar
 
@@ -95,7 +95,8 @@ class MobSmsProvider(BaseProvider):
         """
         if query.provider_message_id:
             return self.fetch_status(query.provider_message_id)
-        oldest = query.since - CLOCK_SKEW
+        since = query.since if query.since.tzinfo else query.since.replace(tzinfo=timezone.utc)  # SQLite
+        oldest = since - CLOCK_SKEW
         matches: list[dict] = []
         for page in range(1, LOOKUP_MAX_PAGES + 1):
             data = self.call("GET", "/api/sms", params={"direction": "outbound", "page": page})

@@ -6,9 +6,14 @@ A message stays ``sending`` without an answer in two ways:
 - **stale**: its worker was lost mid-send (claimed more than ``stale_claim_s`` ago). The sweeper
   (scheduler/sweep.py) calls ``settle_stale`` for each campaign.
 
-Both ask one question, ``lookup`` (the provider, by Herald's own reference), and follow one pure
-rule, ``decide``. A message the provider has is recorded ``sent`` and its report then goes
-through ``apply_report`` like any other report: stored raw, parts folded, callbacks queued.
+Both ask one question, ``lookup`` (the provider, from what Herald knows of the send: its
+reference, recipient, text and claim time), and follow one pure rule, ``decide``: only a report
+that names the message settles it. "Not found" is no evidence: no provider's document promises
+that its listing holds every message it took (MobSMS's history may lag the request that timed
+out, and shows no reference of ours), so it is treated like a provider that cannot be asked: the
+stale-claim policy applies, never a resend of its own. A message the provider has is recorded
+``sent`` and its report then goes through ``apply_report`` like any other report: stored raw,
+parts folded, callbacks queued.
 """
 
 from __future__ import annotations
@@ -20,27 +25,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from campaigns import db, messages
 from campaigns.clock import now
 from campaigns.errors import ProviderError
-from campaigns.models import Message
+from campaigns.models import Campaign, Message
 from campaigns.reports import StatusReport, apply_report, close_if_finished
 from campaigns.settings import Settings
 from campaigns.statuses import MessageStatus
 from worker.providers import get_provider
+from worker.providers.base import SentQuery
 
 log = logging.getLogger(__name__)
 
 SETTLE_AFTER_S = 2.0  # first lookup of an ambiguous send; doubled after each failed lookup
 MAX_LOOKUPS = 6  # then the ambiguous send is left to the sweeper
 BATCH = 1000
-# A stale claim that something may still settle (a report, a lookup that failed) is given this
-# many stale periods before the fallback policy applies.
+# A stale claim that something may still settle (a report, another lookup) is given this many
+# stale periods before the fallback policy applies.
 LOOKUP_PATIENCE = 4
-
-NOT_ASKED = object()  # the provider could not be asked (no lookup, or the lookup failed)
 
 
 @dataclass(frozen=True)
@@ -52,36 +56,50 @@ class Resolution:
     report: StatusReport | None = None
 
 
-def decide(found, *, policy: str, attempts: int, max_deliveries: int, patient: bool) -> Resolution:
-    """Decide from what the provider said (pure; ``found`` is a report, None or NOT_ASKED).
+def decide(found: StatusReport | None, *, policy: str, attempts: int, max_deliveries: int,
+           patient: bool) -> Resolution:
+    """Decide from what the provider said (pure).
 
-    ``found`` None means the provider answered that it never got the message; ``patient`` is
-    whether something may still settle it (a report, another lookup) before the policy applies.
+    ``found`` is a report that names the message, or None: no evidence either way (the provider
+    cannot be asked, the lookup failed, or it found nothing). ``patient`` is whether something may
+    still settle it (a report, another lookup) before the policy applies.
     """
-    if isinstance(found, StatusReport):
+    if found is not None:
         return Resolution("report", "the provider has it", found)
-    if found is NOT_ASKED and patient:
-        return Resolution("wait", "the provider could not be asked yet")
-    if found is NOT_ASKED and policy != "resend":
-        return Resolution("unknown", "no answer came back from the send and the provider cannot be asked")
+    if patient:
+        return Resolution("wait", "the provider has not shown it yet")
+    if policy != "resend":
+        return Resolution("unknown", "no answer came back from the send and the provider cannot be asked, or does not show it")
     if attempts >= max_deliveries:
         return Resolution("fail", f"the send was interrupted {attempts} times (poison message)")
-    why = "the provider never got it" if found is None else "resend policy"
-    return Resolution("requeue", f"the send was interrupted; {why}")
+    return Resolution("requeue", "the send was interrupted; resend policy")
 
 
-def lookup(account: str | None, reference: str):
-    """Ask the provider about Herald's reference: a report, None (it never got it) or NOT_ASKED."""
+def lookup(account: str | None, row) -> StatusReport | None:
+    """Ask the provider for the message in ``row`` (id, phone, body, claimed_at, provider_message_id):
+    a report that names it, or None."""
     if account is None:  # claimed, then lost before an account was chosen: nobody to ask
-        return NOT_ASKED
+        return None
     provider = get_provider(account)
     if not provider.lookup_by_reference:
-        return NOT_ASKED
+        return None
+    query = SentQuery(reference=str(row.id), to=row.phone, body=row.body, since=row.claimed_at,
+                      provider_message_id=row.provider_message_id)
     try:
-        return provider.fetch_by_reference(reference)
+        return provider.fetch_by_reference(query)
     except ProviderError as exc:
-        log.warning("lookup by reference failed", extra={"message_id": reference, "error": type(exc).__name__})
-        return NOT_ASKED
+        log.warning("lookup by reference failed", extra={"message_id": row.id, "error": type(exc).__name__})
+        return None
+
+
+# What a lookup matches on, and what settling needs: the text as sent (a row's own rendering, or
+# the campaign's template verbatim).
+_IN_DOUBT = (
+    select(Message.id, Message.campaign_id, Message.status, Message.provider, Message.attempts,
+           Message.claimed_at, Message.phone, Message.provider_message_id,
+           func.coalesce(Message.body, Campaign.template).label("body"))
+    .join(Campaign, Campaign.id == Message.campaign_id)
+)
 
 
 def _can_still_tell(account: str) -> bool:
@@ -116,12 +134,10 @@ def apply(row, account: str | None, decision: Resolution) -> bool:
 def settle_ambiguous(message_id: int, settings: Settings, lookups_done: int = 0) -> tuple[str, float | None]:
     """Returns (what happened, seconds until the next lookup or None)."""
     with db.session() as s:
-        row = s.execute(select(Message.id, Message.campaign_id, Message.status, Message.provider,
-                               Message.attempts, Message.claimed_at)
-                        .where(Message.id == message_id)).first()
+        row = s.execute(_IN_DOUBT.where(Message.id == message_id)).first()
     if row is None or row.status != MessageStatus.SENDING or row.provider is None:
         return "settled", None
-    found = lookup(row.provider, str(row.id))
+    found = lookup(row.provider, row)
     # Nothing waits on a provider that can neither report nor be asked: its policy applies now.
     decision = decide(found, policy=settings.stale_claim_policy, attempts=row.attempts,
                       max_deliveries=settings.max_deliveries, patient=_can_still_tell(row.provider))
@@ -148,16 +164,15 @@ def settle_stale(campaign_id: uuid.UUID, account: str | None, settings: Settings
     patience = t - timedelta(seconds=settings.stale_claim_s * LOOKUP_PATIENCE)
     with db.session() as s:
         stale = s.execute(
-            select(Message.id, Message.campaign_id, Message.provider, Message.attempts, Message.claimed_at)
-            .where(Message.campaign_id == campaign_id, Message.status == MessageStatus.SENDING,
-                   Message.claimed_at < cutoff)
+            _IN_DOUBT.where(Message.campaign_id == campaign_id, Message.status == MessageStatus.SENDING,
+                            Message.claimed_at < cutoff)
             .order_by(Message.id).limit(BATCH)
         ).all()
     done: Counter = Counter()
     requeued: list[int] = []
     for row in stale:
         provider = row.provider or account
-        decision = decide(lookup(provider, str(row.id)), policy=settings.stale_claim_policy,
+        decision = decide(lookup(provider, row), policy=settings.stale_claim_policy,
                           attempts=row.attempts, max_deliveries=settings.max_deliveries,
                           patient=row.claimed_at >= patience)
         if decision.action == "wait" or not apply(row, provider, decision):
