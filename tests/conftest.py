@@ -20,6 +20,7 @@ import httpx
 import psycopg
 import pytest
 import redis as redis_lib
+from fastapi import FastAPI, Request  # module level: FastAPI resolves the route's annotations here
 
 from campaigns import db
 from campaigns.settings import ProviderAccount, Settings, configure
@@ -79,8 +80,6 @@ def emulator():
 @pytest.fixture(scope="module")
 def receiver():
     """A webhook receiver standing in for Herald: keeps every pushed body, answers 200."""
-    from fastapi import FastAPI, Request
-
     from worker.api.serving import ServerThread
 
     bodies: list[dict] = []

@@ -7,6 +7,7 @@ assumption), and answers carry only the fields the documents show. Each accepted
 recorded, so tests can prove exactly-once delivery from the emulator's side.
 """
 
-from worker.emulator.app import Knobs, Emulator, create_app
+from worker.emulator.app import Emulator, Knobs
+from worker.emulator.asgi import create_app
 
 __all__ = ["Emulator", "Knobs", "create_app"]

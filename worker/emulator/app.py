@@ -1,4 +1,4 @@
-"""The emulator's shared state (knobs, records, request log) and its ASGI app."""
+"""The emulator's shared state (knobs, records, request log) and the helpers its routers share."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 import httpx
 import phonenumbers
-from fastapi import FastAPI, Request
+from fastapi import Request
 from pydantic import BaseModel
 
 from worker.emulator import documents
@@ -270,19 +270,6 @@ class Emulator:
                 "push_answers": dict(self.push_answers), "peak_in_flight": dict(self.peak)}
 
 
-class _CountInFlight:
-    """Plain ASGI middleware (cheap): counts requests being served per path."""
-
-    def __init__(self, app, emulator: Emulator):
-        self.app, self.emulator = app, emulator
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        with self.emulator.in_flight(scope["path"]):
-            await self.app(scope, receive, send)
-
-
 def account_of(request: Request) -> str:
     """Who is asking, as a short hash of the credential (the request log never holds secrets)."""
     credential = (request.headers.get("authorization") or request.headers.get("x-api-key")
@@ -304,7 +291,6 @@ def valid_number(raw: str, region: str | None = None) -> bool:
     return number is not None and phonenumbers.is_valid_number(number)
 
 
-PREFIXES = ("aikdata", "laravel", "mobsms", "smsforai", "tikosms")
 
 
 async def json_body(request: Request) -> object:
@@ -326,51 +312,3 @@ async def checked(request: Request, provider: str, path: str) -> tuple[dict, str
     body = await json_body(request)
     problem = documents.operation(provider, request.method, path).refusal(body, dict(request.query_params))
     return (body if isinstance(body, dict) else {}), problem
-
-
-def create_app(emulator: Emulator | None = None) -> FastAPI:
-    from worker.emulator import aikdata, laravel, mobsms, smsforai, tikosms
-
-    emulator = emulator or Emulator()
-    app = FastAPI(title="Herald provider emulators")
-    app.state.emulator = emulator
-    app.include_router(aikdata.router(emulator), prefix="/aikdata/v1/sms")
-    app.include_router(laravel.router(emulator), prefix="/laravel")
-    app.include_router(mobsms.router(emulator), prefix="/mobsms")
-    app.include_router(smsforai.router(emulator), prefix="/smsforai/api/v1")
-    app.include_router(tikosms.router(emulator), prefix="/tikosms")
-
-    app.add_middleware(_CountInFlight, emulator=emulator)
-
-    @app.middleware("http")
-    async def log_requests(request: Request, call_next):
-        # Logged on arrival time, with the status answered: tests read timing from here.
-        arrived = time.time()
-        response = await call_next(request)
-        provider, _, path = request.url.path.lstrip("/").partition("/")
-        if provider in PREFIXES:
-            emulator.log_request(provider, "/" + path, response.status_code, account_of(request), arrived)
-        return response
-
-    @app.get("/_emulator/health")
-    def health() -> dict:
-        return {"status": "ok"}
-
-    @app.get("/_emulator/records")
-    def records() -> dict:
-        return emulator.snapshot()
-
-    @app.get("/_emulator/stats")
-    def stats() -> dict:
-        return emulator.stats()
-
-    @app.post("/_emulator/release")
-    async def release() -> dict:
-        return {"released": await emulator.release()}
-
-    @app.put("/_emulator/knobs")
-    def set_knobs(knobs: Knobs) -> Knobs:
-        emulator.knobs = knobs
-        return knobs
-
-    return app

@@ -6,7 +6,8 @@ import argparse
 
 import uvicorn
 
-from worker.emulator.app import Emulator, Knobs, create_app
+from worker.emulator.app import Emulator, Knobs
+from worker.emulator.asgi import create_app
 
 
 def main(argv: list[str] | None = None) -> None:
