@@ -312,3 +312,15 @@ async def checked(request: Request, provider: str, path: str) -> tuple[dict, str
     body = await json_body(request)
     problem = documents.operation(provider, request.method, path).refusal(body, dict(request.query_params))
     return (body if isinstance(body, dict) else {}), problem
+
+
+async def admitted(emu: Emulator, request: Request, path: str, *, provider: str, refused, error,
+                   send: bool = False) -> tuple[dict, object]:
+    """The request's body, or the answer that refuses it: credentials and knobs first
+    (``refused(request, send)``), then the provider's document (``path``: its path template),
+    refused as ``error(422, why)``."""
+    await emu.delay()
+    if (answer := refused(request, send)) is not None:
+        return {}, answer
+    body, problem = await checked(request, provider, path)
+    return body, (error(422, problem) if problem is not None else None)

@@ -13,13 +13,14 @@ is POSTed to the message's ``callback_url`` and to the account's status webhook.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime, timezone
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from worker.emulator.app import Emulator, Record, account_of, checked, valid_number
+from worker.emulator.app import Emulator, Record, account_of, admitted, valid_number
 
 PROVIDER = "mobsms"
 PRICE = 100
@@ -99,6 +100,8 @@ def router(emu: Emulator) -> APIRouter:
             return _error(422, "No active device available")
         return _error(failure[0], ERRORS[failure[0]], failure[1])
 
+    admit = functools.partial(admitted, emu, provider=PROVIDER, refused=refused, error=_error)
+
     def lookup(key: str) -> Record | None:
         if key.isdigit():
             index = int(key) - 1
@@ -117,12 +120,9 @@ def router(emu: Emulator) -> APIRouter:
 
     @api.post("/api/sms")
     async def send(request: Request):
-        await emu.delay()
-        if (answer := refused(request, True)) is not None:
+        body, answer = await admit(request, "/api/sms", send=True)
+        if answer is not None:
             return answer
-        body, problem = await checked(request, PROVIDER, "/api/sms")
-        if problem is not None:
-            return _error(422, problem)
         if not body["recipient_number"].startswith("+") or not valid_number(body["recipient_number"]):
             return _error(422, "The recipient number field format is invalid.")
         rec = take(request, body["recipient_number"], body["message"], body.get("my_id"),
@@ -133,12 +133,9 @@ def router(emu: Emulator) -> APIRouter:
 
     @api.post("/api/sms/bulk")
     async def send_bulk(request: Request):
-        await emu.delay()
-        if (answer := refused(request, True)) is not None:
+        body, answer = await admit(request, "/api/sms/bulk", send=True)
+        if answer is not None:
             return answer
-        body, problem = await checked(request, PROVIDER, "/api/sms/bulk")
-        if problem is not None:
-            return _error(422, problem)
         recipients = [r if isinstance(r, dict) else {"number": r} for r in body["recipients"]]
         for i, r in enumerate(recipients):
             if not r["number"].startswith("+") or not valid_number(r["number"]):
@@ -161,12 +158,9 @@ def router(emu: Emulator) -> APIRouter:
 
     @api.get("/api/sms")
     async def list_messages(request: Request):
-        await emu.delay()
-        if (answer := refused(request, False)) is not None:
+        _, answer = await admit(request, "/api/sms")
+        if answer is not None:
             return answer
-        _, problem = await checked(request, PROVIDER, "/api/sms")
-        if problem is not None:
-            return _error(422, problem)
         # Every message here is outbound (the emulator receives none) from one device.
         if request.query_params.get("direction", "outbound") != "outbound":
             return {"success": True, "data": page_of(request, [])}
@@ -236,11 +230,9 @@ def router(emu: Emulator) -> APIRouter:
 
     @api.put("/api/webhooks")
     async def put_webhooks(request: Request):
-        if (answer := refused(request, False)) is not None:
+        body, answer = await admit(request, "/api/webhooks")
+        if answer is not None:
             return answer
-        body, problem = await checked(request, PROVIDER, "/api/webhooks")
-        if problem is not None:
-            return _error(422, problem)
         urls = webhooks.setdefault(account_of(request), {})
         for key in ("webhook_url_incoming", "webhook_url_status"):
             if body.get(key):

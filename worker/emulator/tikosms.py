@@ -9,6 +9,7 @@ and ``sms-rates`` answer lookups. A destination without a rate in ``sms-rates`` 
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from datetime import datetime, timezone
@@ -17,7 +18,7 @@ import phonenumbers
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from worker.emulator.app import Emulator, Record, account_of, checked, parse_number
+from worker.emulator.app import Emulator, Record, account_of, admitted, parse_number
 from worker.providers.tikosms import MCC
 
 PROVIDER = "tikosms"
@@ -77,6 +78,8 @@ def router(emu: Emulator) -> APIRouter:
         failure = emu.gate(PROVIDER, account_of(request), emu.authorised(request), send=send)
         return _error(failure[0], ERRORS[failure[0]], failure[1]) if failure else None
 
+    admit = functools.partial(admitted, emu, provider=PROVIDER, refused=refused, error=_error)
+
     def open_campaign(body: dict) -> str:
         campaign_id = str(uuid.uuid4())
         at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
@@ -98,12 +101,9 @@ def router(emu: Emulator) -> APIRouter:
 
     @api.post("/v1/message")
     async def send(request: Request):
-        await emu.delay()
-        if (answer := refused(request, True)) is not None:
+        body, answer = await admit(request, "/v1/message", send=True)
+        if answer is not None:
             return answer
-        body, problem = await checked(request, PROVIDER, "/v1/message")
-        if problem is not None:
-            return _error(422, problem)
         mcc = mcc_of(body["to"])
         if mcc is None:
             return _error(422, INVALID_NUMBER)
@@ -120,12 +120,9 @@ def router(emu: Emulator) -> APIRouter:
 
     @api.post("/v1/messages")
     async def send_bulk(request: Request):
-        await emu.delay()
-        if (answer := refused(request, True)) is not None:
+        body, answer = await admit(request, "/v1/messages", send=True)
+        if answer is not None:
             return answer
-        body, problem = await checked(request, PROVIDER, "/v1/messages")
-        if problem is not None:
-            return _error(422, problem)
         callback = body.get("callback_url")
         if not _callback_ok(callback) or not all(_callback_ok(r.get("callback_url")) for r in body["recipients"]):
             return _error(422, "Invalid callback URL provided")
@@ -150,12 +147,9 @@ def router(emu: Emulator) -> APIRouter:
 
     @api.get("/v1/get_message")
     async def get_message(request: Request):
-        await emu.delay()
-        if (answer := refused(request, False)) is not None:
+        _, answer = await admit(request, "/v1/get_message")
+        if answer is not None:
             return answer
-        _, problem = await checked(request, PROVIDER, "/v1/get_message")
-        if problem is not None:
-            return _error(422, problem)
         message_id, campaign_id = request.query_params.get("message_id"), request.query_params.get("campaign_id")
         if message_id:
             rows = [r for r in [emu.find(PROVIDER, message_id)] if r is not None]
@@ -169,12 +163,9 @@ def router(emu: Emulator) -> APIRouter:
 
     @api.get("/v1/get_messages")
     async def get_messages(request: Request):
-        await emu.delay()
-        if (answer := refused(request, False)) is not None:
+        _, answer = await admit(request, "/v1/get_messages")
+        if answer is not None:
             return answer
-        _, problem = await checked(request, PROVIDER, "/v1/get_messages")
-        if problem is not None:
-            return _error(422, problem)
         wanted = request.query_params.get("campaign_id")
         rows = [dict(c) for c in list(campaigns.values()) if wanted is None or c["campaign_id"] == wanted]
         if wanted is not None and not rows:
@@ -190,11 +181,9 @@ def router(emu: Emulator) -> APIRouter:
 
     @api.get("/v1/sms-rates")
     async def sms_rates(request: Request):
-        if (answer := refused(request, False)) is not None:
+        _, answer = await admit(request, "/v1/sms-rates")
+        if answer is not None:
             return answer
-        _, problem = await checked(request, PROVIDER, "/v1/sms-rates")
-        if problem is not None:
-            return _error(422, problem)
         mccmnc = request.query_params["mccmnc"]
         mcc = mccmnc[:3]
         if mcc not in RATES:
