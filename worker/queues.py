@@ -16,7 +16,6 @@ SEND_HIGH = "send.high"
 SEND = "send"  # normal: a backlog of sends never delays fan-out or intake
 SEND_BULK = "send.bulk"
 
-PRIORITIES = ("high", "normal", "bulk")
 SEND_QUEUES = {"high": SEND_HIGH, "normal": SEND, "bulk": SEND_BULK}
 
 ALL = (DEFAULT, SEND_HIGH, SEND, SEND_BULK)
