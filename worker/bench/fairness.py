@@ -34,6 +34,20 @@ BASELINE_MAX = 20_000
 SMALL_CAMPAIGNS = {"normal": {}, "concurrency_1": {"concurrency": 1}, "high": {"priority": "high"}}
 
 
+def run(opts) -> dict:
+    """The fairness stage, a run of its own: it needs a quiet broker and campaigns of its own."""
+    from campaigns.errors import ConfigurationError
+    from campaigns.settings import get_settings
+
+    if set(opts.stages) != {STAGE}:
+        raise ConfigurationError("the fairness stage runs alone: --stages fairness")
+    bench = FairnessBench(opts, get_settings())
+    try:
+        return bench.run()
+    finally:
+        bench.close()
+
+
 class FairnessBench(_Bench):
     def run(self) -> dict:
         import campaigns

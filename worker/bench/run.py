@@ -65,18 +65,11 @@ class Options:
 
 def run(opts: Options) -> dict:
     """Run the stages asked for (and those they need) and return the figures."""
-    from worker.bench import fairness
-
-    unknown = set(opts.stages) - set(STAGES) - {fairness.STAGE}
+    unknown = set(opts.stages) - set(STAGES)
     if unknown or not opts.stages:
-        raise ConfigurationError(f"unknown stage(s) {sorted(unknown)}; choose from "
-                                 f"{','.join((*STAGES, fairness.STAGE))}")
-    if fairness.STAGE in opts.stages:  # a run of its own: it needs a quiet broker and its own campaigns
-        if set(opts.stages) != {fairness.STAGE}:
-            raise ConfigurationError("the fairness stage runs alone: --stages fairness")
-        bench = fairness.FairnessBench(opts, get_settings())
-    else:
-        bench = _Bench(opts, get_settings())
+        raise ConfigurationError(f"unknown stage(s) {sorted(unknown)}; choose from {','.join(STAGES)} "
+                                 "(or fairness, alone)")
+    bench = _Bench(opts, get_settings())
     try:
         return bench.run()
     finally:
@@ -97,7 +90,7 @@ def _refuse_unless_real(settings: Settings, needs_broker: bool) -> None:
 class _Bench:
     def __init__(self, opts: Options, base: Settings):
         self.opts, self.base = opts, base
-        last = max((STAGES.index(s) for s in opts.stages if s in STAGES), default=0)
+        last = max((STAGES.index(s) for s in opts.stages if s in STAGES), default=0)  # fairness: none
         self.stages = STAGES[:last + 1]  # each stage needs the ones before it
         self.results: dict[str, dict] = {}
         self.emulator = None
