@@ -27,7 +27,10 @@ def celery_config(settings: Settings) -> dict:
     return {
         "broker_url": broker,
         "result_backend": broker if redis_broker else "cache+memory://",
-        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT_S, "polling_interval": 0.05},
+        # "priority": every fetch takes from the first non-empty queue in task_queues' order
+        # (worker/queues.py), not round robin: higher priority classes are consumed first.
+        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT_S, "polling_interval": 0.05,
+                                     "queue_order_strategy": "priority"},
         "result_backend_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT_S},
         "broker_connection_retry_on_startup": True,
         "task_serializer": "json",

@@ -93,7 +93,7 @@ class StateCollector:
                     done_total[1] += n
                 for campaign_id, (done, total) in totals.items():
                     progress.add_metric([campaign_id], done / total)
-            families += [messages, campaigns, active, progress]
+                families += [messages, campaigns, active, progress, *_windows(s)]
         except Exception:
             log.warning("metrics: the database could not be read", exc_info=True)
             families.append(_scrape_error("database"))
@@ -103,6 +103,30 @@ class StateCollector:
             log.warning("metrics: the broker could not be read", exc_info=True)
             families.append(_scrape_error("broker"))
         yield from families
+
+
+def _windows(s) -> list[GaugeMetricFamily]:
+    """Each running or paused campaign's dispatch window (campaigns/pacing.py)."""
+    from sqlalchemy import select
+
+    from campaigns import pacing
+    from campaigns.models import Campaign
+    from campaigns.statuses import CampaignStatus
+
+    size = GaugeMetricFamily("herald_campaign_window", "Sends a campaign may have out at once",
+                             labels=["campaign_id", "priority"])
+    out = GaugeMetricFamily("herald_campaign_in_flight", "Sends of a campaign published and not yet finished",
+                            labels=["campaign_id"])
+    waiting = GaugeMetricFamily("herald_campaign_waiting", "1 while a campaign's window waits, by reason",
+                                labels=["campaign_id", "reason"])
+    for campaign in s.scalars(select(Campaign).where(
+            Campaign.status.in_([CampaignStatus.RUNNING, CampaignStatus.PAUSED]))):
+        window, cid = pacing.window_report(s, campaign), str(campaign.id)
+        size.add_metric([cid, campaign.priority], window["size"] or 0)
+        out.add_metric([cid], window["in_flight"])
+        if window["waiting"]:
+            waiting.add_metric([cid, window["waiting"]], 1)
+    return [size, out, waiting]
 
 
 def _scrape_error(source: str) -> GaugeMetricFamily:

@@ -19,6 +19,7 @@ from campaigns.optout import record_inbound
 from campaigns.aggregate import campaign_report
 from campaigns.reports import StatusReport
 from campaigns.schema import Receipt, Submission
+from campaigns.settings import get_settings
 from campaigns.signing import valid_account_webhook_token, valid_webhook_token
 from worker import metrics
 from worker.app import app as celery_app
@@ -87,8 +88,13 @@ def create_app() -> FastAPI:
         """Prometheus metrics: state counted from the database and broker, plus worker events."""
         return Response(generate_latest(metrics.registry(state_of=celery_app)), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/campaigns", response_model=Receipt, status_code=201)
-    def submit_campaign(submission: Submission) -> Receipt:
+    @app.post("/v1/campaigns", response_model=Receipt, status_code=201,
+              responses={403: {"description": "this API key may not submit high-priority campaigns"}})
+    def submit_campaign(submission: Submission, request: Request) -> Receipt:
+        if submission.priority == "high" and (
+                request.state.api_key_name not in get_settings().high_priority_keys):
+            raise HTTPException(403, "this API key may not submit high-priority campaigns "
+                                     "(HERALD_HIGH_PRIORITY_KEYS lists the key names that may)")
         return campaigns.submit(submission)
 
     app.include_router(http_intake.router)

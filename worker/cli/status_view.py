@@ -27,15 +27,22 @@ def summary_table(report: dict) -> Table:
         ("delivery rate", f"{report['delivery_rate']:.1%}"), ("segments", report["segments"]),
         ("cost (estimate)", f"{report['cost']} ({report['estimated_cost']})"),
         ("time to delivery p50 / p95", f"{ttd['p50']} s / {ttd['p95']} s"),
+        ("priority", report["priority"]),
+        *((("window (in flight / size)", _window(w)),) if (w := report["window"]) else ()),
     ):
         table.add_row(label, str(value))
     return table
 
 
+def _window(window: dict) -> str:
+    return f"{window['in_flight']} / {window['size']}" + (f", waiting: {window['waiting']}" if window["waiting"] else "")
+
+
 def _detail(report: dict) -> str:
     counts = report["counts"]
+    window = f" window {_window(w)}" if (w := report["window"]) else ""
     return (f"{report['status']}: queued {counts['queued']} sent {report['sent']} "
-            f"delivered {report['delivered']} failed {report['failed']}")
+            f"delivered {report['delivered']} failed {report['failed']}{window}")
 
 
 def watch(campaign_id: str, console: Console, every_s: float = 0.5, *,
