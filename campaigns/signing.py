@@ -12,6 +12,12 @@ def _token(subject: str) -> str:
     return hmac.new(get_settings().secret, subject.encode(), hashlib.sha256).hexdigest()[:40]
 
 
+def secret_fingerprint() -> str:
+    """Eight hex digits naming the signing key without revealing it (an HMAC of a fixed string):
+    processes that show different ones reject each other's webhook tokens."""
+    return _token("herald-secret-fingerprint")[:8]
+
+
 def webhook_token(campaign_id: str) -> str:
     """Unguessable, bound to one campaign: a provider can report only on what it was given."""
     return _token(f"webhook:{campaign_id}")

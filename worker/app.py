@@ -6,7 +6,7 @@ from celery import Celery
 import logging
 
 from celery.signals import (
-    after_setup_logger, after_setup_task_logger, worker_init, worker_ready,
+    after_setup_logger, after_setup_task_logger, beat_init, worker_init, worker_ready,
 )
 from kombu import Queue
 
@@ -91,6 +91,21 @@ def _warm_database(**_):
 
     with db.autocommit() as conn:
         conn.exec_driver_sql("SELECT 1")
+
+
+@worker_init.connect
+def _worker_refuses_misconfigured(**_):
+    # Connected before _serve_metrics: a refused worker opens no port.
+    from worker.startup import refuse_misconfigured
+
+    refuse_misconfigured("celery worker")
+
+
+@beat_init.connect
+def _beat_refuses_misconfigured(**_):
+    from worker.startup import refuse_misconfigured
+
+    refuse_misconfigured("celery beat")
 
 
 @worker_init.connect

@@ -99,9 +99,12 @@ def api(host: str, port: int, workers: int, as_json: bool) -> None:
     """Serve the HTTP API (intake, status, delivery-report webhooks, /metrics, health)."""
     import uvicorn
 
+    from worker.startup import refuse_misconfigured
+
     if as_json:
         os.environ["HERALD_LOG_JSON"] = "1"  # read again by each worker process
     _json_logs(as_json)
+    refuse_misconfigured("herald api")  # before the port is bound and worker processes start
     # log_config=None: uvicorn's records go through Herald's handler (plain or JSON, tokens redacted);
     # no access log: a line per delivery report costs throughput.
     uvicorn.run("worker.api.http:create_served_app", factory=True, workers=workers, host=host, port=port,
