@@ -47,6 +47,12 @@ def account_webhook_url(account: str, event: str) -> str:
     return f"{base}/v1/webhooks/{account}/{event}/{account_webhook_token(account, event)}"
 
 
+def account_webhooks() -> list[dict[str, str]]:
+    """Every configured account's account-level webhook URLs (`herald webhooks`, `herald doctor`)."""
+    return [{"account": account, "event": event, "url": account_webhook_url(account, event)}
+            for account in get_settings().providers for event in ("status", "incoming")]
+
+
 def sign_callback(timestamp: str, body: bytes, key: bytes | None = None) -> str:
     """``sha256=`` HMAC over ``timestamp.body``: the receiver recomputes it and rejects stale timestamps."""
     key = key if key is not None else get_settings().callback_key

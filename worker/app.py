@@ -93,6 +93,13 @@ def _warm_database(**_):
         conn.exec_driver_sql("SELECT 1")
 
 
+@worker_ready.connect
+def _announce(**_):
+    from worker.startup import announce
+
+    announce("celery worker")  # here, not at worker_init: the worker's logging is set up by now
+
+
 @worker_init.connect
 def _worker_refuses_misconfigured(**_):
     # Connected before _serve_metrics: a refused worker opens no port.
@@ -103,9 +110,10 @@ def _worker_refuses_misconfigured(**_):
 
 @beat_init.connect
 def _beat_refuses_misconfigured(**_):
-    from worker.startup import refuse_misconfigured
+    from worker.startup import announce, refuse_misconfigured
 
     refuse_misconfigured("celery beat")
+    announce("celery beat")
 
 
 @worker_init.connect
@@ -116,4 +124,15 @@ def _serve_metrics(**_):
     serve_worker_metrics()
 
 
-configure_app(get_settings())
+def _settings_or_exit() -> Settings:
+    # Every Herald process imports this module first: a bad HERALD_* variable stops it here with
+    # what is wrong, not a traceback quoting the value (HERALD_PROVIDERS holds tokens).
+    from worker.startup import SETTINGS_ERRORS, describe_settings_error
+
+    try:
+        return get_settings()
+    except SETTINGS_ERRORS as exc:
+        raise SystemExit(describe_settings_error(exc)) from None
+
+
+configure_app(_settings_or_exit())

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+
 from campaigns.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -55,11 +58,23 @@ def _is_loopback(url: str) -> bool:
     return host.startswith(_LOOPBACK)
 
 
+SETTINGS_ERRORS = (ValidationError, SettingsError)
+
+
+def describe_settings_error(exc: Exception) -> str:
+    """What is wrong with the HERALD_* variables, without their values (HERALD_PROVIDERS holds tokens)."""
+    if isinstance(exc, ValidationError):
+        problems = "; ".join(
+            f"HERALD_{str(e['loc'][0]).upper() if e['loc'] else ''} {'.'.join(map(str, e['loc'][1:]))}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False))
+    else:
+        problems = str(exc)  # pydantic-settings names the field and the source, not the value
+    return f"the settings cannot be read: {problems}"
+
+
 def refuse_misconfigured(process: str) -> None:
     """Warn, or exit with the reasons (SystemExit: Celery's signal dispatch swallows Exceptions).
     The embedded default (no broker: the demo's in-process worker) is left alone."""
-    from campaigns.signing import secret_fingerprint
-
     settings = get_settings()
     if settings.embedded:
         return
@@ -71,4 +86,10 @@ def refuse_misconfigured(process: str) -> None:
     if failed:
         reasons = "; ".join(f"{f.detail}. Fix: {f.fix}" for f in failed)
         raise SystemExit(f"{process} refuses to start: {reasons}")
-    log.info("%s starting", process, extra={"secret_fingerprint": secret_fingerprint()})
+
+
+def announce(process: str) -> None:
+    """The startup log line naming the key's fingerprint: compare it across processes (and /readyz)."""
+    from campaigns.signing import secret_fingerprint
+
+    log.info("%s started", process, extra={"secret_fingerprint": secret_fingerprint()})
