@@ -64,12 +64,17 @@ SETTINGS_ERRORS = (ValidationError, SettingsError)
 def describe_settings_error(exc: Exception) -> str:
     """What is wrong with the HERALD_* variables, without their values (HERALD_PROVIDERS holds tokens)."""
     if isinstance(exc, ValidationError):
-        problems = "; ".join(
-            f"HERALD_{str(e['loc'][0]).upper() if e['loc'] else ''} {'.'.join(map(str, e['loc'][1:]))}: {e['msg']}"
-            for e in exc.errors(include_input=False, include_url=False))
+        problems = "; ".join(_variable(e["loc"]) + f": {e['msg']}"
+                             for e in exc.errors(include_input=False, include_url=False))
     else:
         problems = str(exc)  # pydantic-settings names the field and the source, not the value
     return f"the settings cannot be read: {problems}"
+
+
+def _variable(loc: tuple) -> str:
+    """("providers", "a", "base_url") -> "HERALD_PROVIDERS a.base_url"."""
+    name = f"HERALD_{str(loc[0]).upper()}" if loc else "HERALD_*"
+    return " ".join([name, ".".join(map(str, loc[1:]))]).strip()
 
 
 def refuse_misconfigured(process: str) -> None:
