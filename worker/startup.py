@@ -97,4 +97,5 @@ def announce(process: str) -> None:
     """The startup log line naming the key's fingerprint: compare it across processes (and /readyz)."""
     from campaigns.signing import secret_fingerprint
 
-    log.info("%s started", process, extra={"secret_fingerprint": secret_fingerprint()})
+    # In the message itself: Celery's log format drops a record's extra fields.
+    log.info("%s started, secret fingerprint %s", process, secret_fingerprint())
