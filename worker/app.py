@@ -41,8 +41,8 @@ def celery_config(settings: Settings) -> dict:
         "worker_pool": "threads",
         "worker_concurrency": 24,
         "worker_prefetch_multiplier": 4,
-        # Off until asked: Flower turns them on (every 5 s while it runs), as does
-        # `celery -A worker control enable_events`. Each task would publish three events to Redis.
+        # Off until asked: Flower turns them on (and they stay on after it stops, until
+        # `celery -A worker control disable_events`). Each task would publish three events to Redis.
         "worker_send_task_events": False,
         # Off: a "sent" event is a second Redis round trip per published task and halves fan-out
         # (see `herald bench`); Flower still shows each task from the workers' events.
