@@ -85,6 +85,11 @@ def test_public_url_unreachable(services, tmp_path):
     code, report = doctor({**services, "HERALD_PUBLIC_URL": url}, tmp_path)
     assert code == 1 and set(failed(report)) == {"public_url"}, report
     assert f"{url}/healthz does not answer" in failed(report)["public_url"]["detail"]
+    text = subprocess.run([sys.executable, "-m", "worker.cli", "doctor"], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, **services, "HERALD_PUBLIC_URL": url}, timeout=120)
+    assert text.returncode == 1
+    assert f"FAIL public_url: {url}/healthz does not answer" in text.stdout
+    assert "fix: start `herald api` there" in text.stdout and "problems found" in text.stdout
 
 
 def test_another_process_signs_with_another_key(services, tmp_path):

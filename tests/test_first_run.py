@@ -134,3 +134,25 @@ def test_webhook_401s_are_counted_by_account_and_logged_without_the_token(servic
     assert len(refused) == 4 and {r.account for r in refused} == {"tiko", "unknown"}
     logged = " ".join(r.getMessage() + str(vars(r)) for r in refused)
     assert token not in logged and token[:6] not in logged
+
+
+def test_a_malformed_setting_stops_a_process_naming_the_variable_not_its_value(tmp_path):
+    env = {**os.environ, "HERALD_PROVIDERS": '{"a": {"kind": "tikosms", "token": "tok-5e1f9"}}'}
+    for command in ([sys.executable, "-m", "worker.cli", "doctor"],
+                    [sys.executable, "-m", "celery", "-A", "worker", "worker"]):
+        out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 1
+        assert "the settings cannot be read: HERALD_PROVIDERS a.base_url: Field required" in out.stderr, out.stderr
+        assert "tok-5e1f9" not in out.stdout + out.stderr and "Traceback" not in out.stderr
+
+
+def test_loopback_rule():
+    from campaigns.settings import Settings
+    from worker.startup import configuration_findings
+
+    def warned(url: str) -> bool:
+        findings = configuration_findings(Settings(public_url=url, secret_key="k", _env_file=None))
+        return any(f.check == "public_url" and f.status == "warn" for f in findings)
+
+    assert warned("http://127.0.0.1:8000") and warned("http://localhost:8000") and warned("http://[::1]:8000")
+    assert not warned("https://herald.example.com") and not warned("https://localhost.example.com")

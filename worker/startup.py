@@ -19,7 +19,6 @@ from campaigns.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-_LOOPBACK = ("127.", "localhost", "::1", "[::1]")
 NEW_SECRET = "export HERALD_SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
 
 
@@ -55,7 +54,7 @@ def configuration_findings(settings: Settings) -> list[Finding]:
 
 def _is_loopback(url: str) -> bool:
     host = urlsplit(url).hostname or ""
-    return host.startswith(_LOOPBACK)
+    return host.startswith("127.") or host in ("localhost", "::1")
 
 
 SETTINGS_ERRORS = (ValidationError, SettingsError)
