@@ -9,7 +9,7 @@ import sys
 def test_demo_report_matches_what_was_generated(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
     out = subprocess.run([sys.executable, "-m", "worker.cli", "demo", "--recipients", "1000", "--json"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout)
     expected = report["expected"]
@@ -30,7 +30,7 @@ def test_demo_that_cannot_finish_says_what_is_pending_and_exits_1(tmp_path):
     code = ("import sys; from worker.cli import demo; from worker.emulator import Knobs; "
             "sys.exit(demo.run(40, stall_s=3, as_json=True, knobs=Knobs(push_reports=False)))")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=600)
     assert out.returncode == 1, out.stderr[-3000:]
     report = json.loads(out.stdout)
     pending = report["pending"]

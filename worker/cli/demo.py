@@ -104,9 +104,10 @@ def run(n: int, *, timeout_s: float | None = None, stall_s: float = STALL_S, as_
     started = time.monotonic()
     timeout_s = deadline_s(n) if timeout_s is None else timeout_s
     generated = generate(n)
-    emulator = EmulatorProcess(knobs or Knobs(report_delay_ms=20, delivered_ratio=0.95, seed=7)).start()
+    # Start-up allowances for a busy machine: the emulator's imports alone can take 20 s there.
+    emulator = EmulatorProcess(knobs or Knobs(report_delay_ms=20, delivered_ratio=0.95, seed=7)).start(timeout=120)
     answers = WebhookAnswers(api_app())
-    api = ServerThread(answers).start()
+    api = ServerThread(answers).start(timeout=60)
     base = get_settings()
     accounts = dict(base.providers)
     accounts["demo"] = ProviderAccount(kind="tikosms", base_url=f"{emulator.url}/tikosms",
