@@ -131,7 +131,8 @@ class Settings(BaseSettings):
 
     @property
     def celery_broker(self) -> str:
-        return self.broker_url or "memory://"
+        # A host named: without one kombu warns "No hostname was supplied" to every newcomer.
+        return self.broker_url or "memory://localhost/"
 
     @property
     def secret(self) -> bytes:

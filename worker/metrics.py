@@ -38,6 +38,10 @@ THROTTLE_WAITS = Counter("herald_throttle_waits", "Sends held back by a rate or 
 THROTTLE_WAIT_SECONDS = Counter("herald_throttle_wait_seconds", "Seconds sends were held back by limits",
                                 ["provider"])
 
+WEBHOOK_UNAUTHORIZED = Counter(
+    "herald_webhook_unauthorized", "Webhook requests refused with 401 (missing or wrong URL token), by account",
+    ["account"])
+
 
 @contextmanager
 def provider_request(provider: str) -> Iterator[None]:
@@ -57,6 +61,15 @@ def throttle_waited(provider: str, seconds: float) -> None:
     """Call when a limit holds a send back for ``seconds`` (the throttle calls this)."""
     THROTTLE_WAITS.labels(provider).inc()
     THROTTLE_WAIT_SECONDS.labels(provider).inc(max(seconds, 0.0))
+
+
+def webhook_unauthorized(account: str, webhook: str) -> None:
+    """Count and log a webhook refused for its token: reports a provider pushes in vain (a key that
+    differs between processes, a stale registered URL) are otherwise silent."""
+    # The account comes from the URL: anything not configured is one label, not a label per guess.
+    known = account if account in get_settings().providers else "unknown"
+    WEBHOOK_UNAUTHORIZED.labels(known).inc()
+    log.warning("webhook refused: missing or wrong token", extra={"account": known, "webhook": webhook})
 
 
 class StateCollector:
