@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from campaigns import db, ports
+from campaigns import db, pacing, ports
 from campaigns.errors import NotFound
 from campaigns.models import Campaign, Message, Rejection
 from campaigns.settings import get_settings
@@ -156,6 +156,7 @@ def campaign_report(campaign_id: str | uuid.UUID) -> dict[str, Any]:
             ).all()
         )
         body = aggregate(s, cid, silent_accounts())
+        window = pacing.window_report(s, campaign)
     return {
         "campaign_id": str(cid),
         "status": campaign.status,
@@ -164,6 +165,8 @@ def campaign_report(campaign_id: str | uuid.UUID) -> dict[str, Any]:
         "invalid": rejected.get("invalid", 0),
         "suppressed": rejected.get("suppressed", 0),
         **body,
+        "priority": campaign.priority,
+        "window": window,
         "estimated_cost": str(campaign.estimated_cost) if campaign.estimated_cost is not None else None,
         "created_at": campaign.created_at.isoformat() if campaign.created_at else None,
         "started_at": campaign.started_at.isoformat() if campaign.started_at else None,

@@ -64,7 +64,7 @@ def submit(spec: CampaignSpec, recipients: Iterable[Any], *, now: datetime | Non
                 sender=spec.sender, template=spec.message, provider=provider_name,
                 default_region=spec.default_region, scheduled_at=spec.scheduled_at,
                 send_window=spec.send_window.model_dump() if spec.send_window else None,
-                concurrency=spec.concurrency, max_cost=spec.max_cost,
+                concurrency=spec.concurrency, priority=spec.priority, max_cost=spec.max_cost,
                 callback_url=spec.callback_url, idempotency_key=spec.idempotency_key,
                 meta=spec.metadata, started_at=None if scheduled else now,
             )

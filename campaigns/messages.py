@@ -142,6 +142,19 @@ def release_held(s: Session, ids: list[int]) -> None:
               .execution_options(synchronize_session=False))
 
 
+def take_for_window(s: Session, campaign_id: uuid.UUID, after: int, limit: int) -> list[int]:
+    """The next ``limit`` queued messages after the checkpoint, in id order, stamped as published
+    now (``due_at``): the sweeper takes a window's send for lost only once it has been out long."""
+    page = (select(Message.id)
+            .where(Message.campaign_id == campaign_id, Message.status == MessageStatus.QUEUED,
+                   Message.id > after, Message.not_before.is_(None))
+            .order_by(Message.id).limit(limit))
+    return sorted(s.scalars(
+        update(Message).where(Message.id.in_(page), Message.status == MessageStatus.QUEUED)
+        .values(due_at=now()).returning(Message.id).execution_options(synchronize_session=False)
+    ))
+
+
 def republish_lost(campaign_id: uuid.UUID, checkpoint: int, published_at: datetime, cutoff: datetime,
                    limit: int) -> list[int]:
     """Take up to ``limit`` queued messages whose task should have run before ``cutoff`` (lost

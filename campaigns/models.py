@@ -45,6 +45,12 @@ class Campaign(Base):
     fanout_checkpoint: Mapped[int] = mapped_column(BigInteger, default=0)
     # When fan-out last moved the checkpoint: the sweeper restarts a fan-out that stopped moving.
     fanout_at: Mapped[datetime | None]
+    # Dispatch window (worker/send/fanout.py): the priority class's queue, the live refill
+    # chain's number (an older chain's refill does nothing), the window's size and why it last waited.
+    priority: Mapped[str] = mapped_column(String(8), default="normal", server_default="normal")
+    window_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    window_size: Mapped[int | None] = mapped_column(Integer)
+    window_wait: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     started_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
@@ -55,7 +61,8 @@ class Message(Base):
 
     __tablename__ = "messages"
     __table_args__ = (
-        Index("ix_messages_campaign_status", "campaign_id", "status"),
+        # With the id: a window's in-flight count and fan-out's next keyset page are range scans.
+        Index("ix_messages_campaign_status", "campaign_id", "status", "id"),
         Index("ix_messages_provider_ref", "provider", "provider_message_id"),
         # Only waiting messages have not_before: the release job scans just those.
         Index("ix_messages_not_before", "not_before", postgresql_where=text("not_before IS NOT NULL"),

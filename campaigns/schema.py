@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -66,6 +66,9 @@ class CampaignSpec(BaseModel):
     send_now: bool = False
     send_window: SendWindow | None = None
     concurrency: int | None = Field(default=None, ge=1, le=100)
+    # The send queue workers drain first to last (worker/queues.py); who may ask for "high" is
+    # HERALD_HIGH_PRIORITY_KEYS (over HTTP).
+    priority: Literal["high", "normal", "bulk"] = "normal"
     # The column is NUMERIC(14, 6): a larger cap would fail at the database instead of here.
     max_cost: Decimal | None = Field(default=None, ge=0, lt=10**8)
     callback_url: str | None = None

@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     max_recipients: int = 1_000_000
     # Per-recipient tasks published per fan-out batch.
     fanout_batch: int = 1000
+    # The most sends one running campaign may have published and not yet finished (its dispatch
+    # window; smaller when its concurrency or its account's limits let fewer run). A send of
+    # another campaign waits behind at most this many: a little more than the threads of two
+    # default workers (2 x 24), enough to keep them busy at a 50 ms provider latency.
+    dispatch_window: int = Field(64, ge=1)
+    # API key names that may submit `"priority": "high"` over HTTP (the CLI, Python and Celery
+    # interfaces are the operator's own and may always). Empty: no key may.
+    high_priority_keys: list[str] = Field(default_factory=list)
     # Testing only: a Redis key (in redis_url) through which every process reads a shifted or
     # frozen time (campaigns.clock.RedisClock). Unset: the system clock.
     clock_key: str | None = None
@@ -123,7 +131,8 @@ class Settings(BaseSettings):
 
     @property
     def celery_broker(self) -> str:
-        return self.broker_url or "memory://"
+        # A host named: without one kombu warns "No hostname was supplied" to every newcomer.
+        return self.broker_url or "memory://localhost/"
 
     @property
     def secret(self) -> bytes:

@@ -12,6 +12,12 @@ def _token(subject: str) -> str:
     return hmac.new(get_settings().secret, subject.encode(), hashlib.sha256).hexdigest()[:40]
 
 
+def secret_fingerprint() -> str:
+    """Eight hex digits naming the signing key without revealing it (an HMAC of a fixed string):
+    processes that show different ones reject each other's webhook tokens."""
+    return _token("herald-secret-fingerprint")[:8]
+
+
 def webhook_token(campaign_id: str) -> str:
     """Unguessable, bound to one campaign: a provider can report only on what it was given."""
     return _token(f"webhook:{campaign_id}")
@@ -39,6 +45,12 @@ def account_webhook_url(account: str, event: str) -> str:
     """The URL to register at the provider's account-level webhook settings (`herald webhooks`)."""
     base = get_settings().public_url.rstrip("/")
     return f"{base}/v1/webhooks/{account}/{event}/{account_webhook_token(account, event)}"
+
+
+def account_webhooks() -> list[dict[str, str]]:
+    """Every configured account's account-level webhook URLs (`herald webhooks`, `herald doctor`)."""
+    return [{"account": account, "event": event, "url": account_webhook_url(account, event)}
+            for account in get_settings().providers for event in ("status", "incoming")]
 
 
 def sign_callback(timestamp: str, body: bytes, key: bytes | None = None) -> str:

@@ -11,6 +11,7 @@ only in hours allowed in all of them.
 from __future__ import annotations
 
 from collections import defaultdict
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from functools import lru_cache
@@ -19,6 +20,7 @@ from zoneinfo import ZoneInfo
 import phonenumbers
 from phonenumbers import timezone as phone_zones
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from campaigns import clock, db, messages
 from campaigns.models import Message
@@ -90,11 +92,13 @@ def _openings(start: time, zone: str, after: datetime) -> list[datetime]:
     return out
 
 
-def hold_outside_window(window: dict, ids: list[int], now: datetime | None = None) -> list[int]:
-    """Fan-out's filter: of ``ids``, return those open now; the others wait with ``not_before`` set."""
+def hold_outside_window(window: dict, ids: list[int], now: datetime | None = None,
+                        s: Session | None = None) -> list[int]:
+    """Fan-out's filter: of ``ids``, return those open now; the others wait with ``not_before`` set.
+    With ``s``, in the caller's transaction (fan-out holds those rows already)."""
     now = now or clock.now()
     spec = Window.from_dict(window)
-    with db.session() as s:
+    with nullcontext(s) if s is not None else db.session() as s:
         by_zones: dict[tuple[str, ...], list[int]] = defaultdict(list)
         for mid, phone in s.execute(select(Message.id, Message.phone).where(Message.id.in_(ids))):
             by_zones[zones_for(phone, spec)].append(mid)

@@ -45,9 +45,9 @@ def sweep() -> dict:
 
 
 def send_backlog() -> int:
-    """Send tasks waiting in the broker's send queue (not those already taken by a worker)."""
+    """Send tasks waiting in the broker's send queues (not those already taken by a worker)."""
     with app.connection_for_read() as conn:
-        return queues.depth(conn, queues.SEND)
+        return sum(queues.depth(conn, queue) for queue in queues.SEND_QUEUES.values())
 
 
 @periodic_task("herald.deliver_callbacks")

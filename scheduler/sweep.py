@@ -31,6 +31,7 @@ from campaigns.clock import now
 from campaigns.models import Campaign, Message
 from campaigns.settings import Settings, get_settings
 from campaigns.statuses import CampaignStatus, MessageStatus
+from worker import queues
 from worker.send import settle
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class SweepResult:
     resolved: Counter | None = None
 
 
-def sweep(publish_sends: Callable[[list[int]], None], publish_fan_out: Callable[[str], None],
+def sweep(publish_sends: Callable[..., None], publish_fan_out: Callable[[str], None],
           settings: Settings | None = None, backlog: Callable[[], int] | None = None) -> SweepResult:
     """``backlog`` counts send tasks waiting in the broker: while any wait, none is taken for lost
     (a slow queue is not a lost one, and republishing into it would only make it longer)."""
@@ -55,12 +56,14 @@ def sweep(publish_sends: Callable[[list[int]], None], publish_fan_out: Callable[
     with db.session() as s:
         campaigns = s.execute(
             select(Campaign.id, Campaign.status, Campaign.provider, Campaign.fanout_checkpoint,
-                   func.coalesce(Campaign.fanout_at, Campaign.started_at, Campaign.created_at))
+                   func.coalesce(Campaign.fanout_at, Campaign.started_at, Campaign.created_at),
+                   Campaign.priority)
             .where(Campaign.status.in_([CampaignStatus.RUNNING, CampaignStatus.PAUSED]))
         ).all()
-    for cid, status, provider, checkpoint, published_at in campaigns:
+    for cid, status, provider, checkpoint, published_at, priority in campaigns:
         if status == CampaignStatus.RUNNING and not waiting:
-            result.republished += _republish(cid, checkpoint, published_at, settings, publish_sends)
+            result.republished += _republish(cid, checkpoint, published_at, settings,
+                                             lambda ids: publish_sends(ids, queues.send_queue(priority)))
             if _restart_stalled_fan_out(cid, settings):
                 publish_fan_out(str(cid))
                 result.fanouts += 1

@@ -53,7 +53,7 @@ class Published:
         self.lock = threading.Lock()
 
     def sweep(self, backlog=None, **overrides):
-        def sends(ids):
+        def sends(ids, queue=None):
             with self.lock:
                 self.sends.extend(ids)
 

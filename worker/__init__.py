@@ -9,7 +9,10 @@ from worker import tasks
 from worker.app import app
 from worker.providers import KINDS
 
-ports.register(start_dispatch=tasks.fan_out.delay, cancel_at_provider=tasks.cancel_at_provider.delay,
+# A campaign's first window is published by whoever starts it (the receipt answers after it), so
+# its sends queue at once behind at most one window of each other campaign, not behind the
+# fan-out task too.
+ports.register(start_dispatch=tasks.fan_out, cancel_at_provider=tasks.cancel_at_provider.delay,
                kinds=KINDS)
 
 __all__ = ["app"]

@@ -6,7 +6,7 @@ from celery import Celery
 import logging
 
 from celery.signals import (
-    after_setup_logger, after_setup_task_logger, worker_init, worker_ready,
+    after_setup_logger, after_setup_task_logger, beat_init, worker_init, worker_ready,
 )
 from kombu import Queue
 
@@ -27,7 +27,10 @@ def celery_config(settings: Settings) -> dict:
     return {
         "broker_url": broker,
         "result_backend": broker if redis_broker else "cache+memory://",
-        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT_S, "polling_interval": 0.05},
+        # "priority": every fetch takes from the first non-empty queue in task_queues' order
+        # (worker/queues.py), not round robin: higher priority classes are consumed first.
+        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT_S, "polling_interval": 0.05,
+                                     "queue_order_strategy": "priority"},
         "result_backend_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT_S},
         "broker_connection_retry_on_startup": True,
         "task_serializer": "json",
@@ -41,8 +44,8 @@ def celery_config(settings: Settings) -> dict:
         "worker_pool": "threads",
         "worker_concurrency": 24,
         "worker_prefetch_multiplier": 4,
-        # Off until asked: Flower turns them on (every 5 s while it runs), as does
-        # `celery -A worker control enable_events`. Each task would publish three events to Redis.
+        # Off until asked: Flower turns them on (and they stay on after it stops, until
+        # `celery -A worker control disable_events`). Each task would publish three events to Redis.
         "worker_send_task_events": False,
         # Off: a "sent" event is a second Redis round trip per published task and halves fan-out
         # (see `herald bench`); Flower still shows each task from the workers' events.
@@ -93,6 +96,29 @@ def _warm_database(**_):
         conn.exec_driver_sql("SELECT 1")
 
 
+@worker_ready.connect
+def _announce(**_):
+    from worker.startup import announce
+
+    announce("celery worker")  # here, not at worker_init: the worker's logging is set up by now
+
+
+@worker_init.connect
+def _worker_refuses_misconfigured(**_):
+    # Connected before _serve_metrics: a refused worker opens no port.
+    from worker.startup import refuse_misconfigured
+
+    refuse_misconfigured("celery worker")
+
+
+@beat_init.connect
+def _beat_refuses_misconfigured(**_):
+    from worker.startup import announce, refuse_misconfigured
+
+    refuse_misconfigured("celery beat")
+    announce("celery beat")
+
+
 @worker_init.connect
 def _serve_metrics(**_):
     # In the main process, before the pool forks: one exporter per worker host.
@@ -101,4 +127,15 @@ def _serve_metrics(**_):
     serve_worker_metrics()
 
 
-configure_app(get_settings())
+def _settings_or_exit() -> Settings:
+    # Every Herald process imports this module first: a bad HERALD_* variable stops it here with
+    # what is wrong, not a traceback quoting the value (HERALD_PROVIDERS holds tokens).
+    from worker.startup import SETTINGS_ERRORS, describe_settings_error
+
+    try:
+        return get_settings()
+    except SETTINGS_ERRORS as exc:
+        raise SystemExit(describe_settings_error(exc)) from None
+
+
+configure_app(_settings_or_exit())

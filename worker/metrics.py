@@ -38,6 +38,10 @@ THROTTLE_WAITS = Counter("herald_throttle_waits", "Sends held back by a rate or 
 THROTTLE_WAIT_SECONDS = Counter("herald_throttle_wait_seconds", "Seconds sends were held back by limits",
                                 ["provider"])
 
+WEBHOOK_UNAUTHORIZED = Counter(
+    "herald_webhook_unauthorized", "Webhook requests refused with 401 (missing or wrong URL token), by account",
+    ["account"])
+
 
 @contextmanager
 def provider_request(provider: str) -> Iterator[None]:
@@ -57,6 +61,15 @@ def throttle_waited(provider: str, seconds: float) -> None:
     """Call when a limit holds a send back for ``seconds`` (the throttle calls this)."""
     THROTTLE_WAITS.labels(provider).inc()
     THROTTLE_WAIT_SECONDS.labels(provider).inc(max(seconds, 0.0))
+
+
+def webhook_unauthorized(account: str, webhook: str) -> None:
+    """Count and log a webhook refused for its token: reports a provider pushes in vain (a key that
+    differs between processes, a stale registered URL) are otherwise silent."""
+    # The account comes from the URL: anything not configured is one label, not a label per guess.
+    known = account if account in get_settings().providers else "unknown"
+    WEBHOOK_UNAUTHORIZED.labels(known).inc()
+    log.warning("webhook refused: missing or wrong token", extra={"account": known, "webhook": webhook})
 
 
 class StateCollector:
@@ -93,7 +106,7 @@ class StateCollector:
                     done_total[1] += n
                 for campaign_id, (done, total) in totals.items():
                     progress.add_metric([campaign_id], done / total)
-            families += [messages, campaigns, active, progress]
+                families += [messages, campaigns, active, progress, *_windows(s)]
         except Exception:
             log.warning("metrics: the database could not be read", exc_info=True)
             families.append(_scrape_error("database"))
@@ -103,6 +116,30 @@ class StateCollector:
             log.warning("metrics: the broker could not be read", exc_info=True)
             families.append(_scrape_error("broker"))
         yield from families
+
+
+def _windows(s) -> list[GaugeMetricFamily]:
+    """Each running or paused campaign's dispatch window (campaigns/pacing.py)."""
+    from sqlalchemy import select
+
+    from campaigns import pacing
+    from campaigns.models import Campaign
+    from campaigns.statuses import CampaignStatus
+
+    size = GaugeMetricFamily("herald_campaign_window", "Sends a campaign may have out at once",
+                             labels=["campaign_id", "priority"])
+    out = GaugeMetricFamily("herald_campaign_in_flight", "Sends of a campaign published and not yet finished",
+                            labels=["campaign_id"])
+    waiting = GaugeMetricFamily("herald_campaign_waiting", "1 while a campaign's window waits, by reason",
+                                labels=["campaign_id", "reason"])
+    for campaign in s.scalars(select(Campaign).where(
+            Campaign.status.in_([CampaignStatus.RUNNING, CampaignStatus.PAUSED]))):
+        window, cid = pacing.window_report(s, campaign), str(campaign.id)
+        size.add_metric([cid, campaign.priority], window["size"] or 0)
+        out.add_metric([cid], window["in_flight"])
+        if window["waiting"]:
+            waiting.add_metric([cid, window["waiting"]], 1)
+    return [size, out, waiting]
 
 
 def _scrape_error(source: str) -> GaugeMetricFamily:

@@ -9,6 +9,7 @@ from sqlalchemy.exc import OperationalError
 
 from campaigns.settings import get_settings
 from campaigns.statuses import MessageStatus
+from worker import queues
 from worker.app import MAX_COUNTDOWN_S, app
 from worker.logs import log_context
 from worker.send import cancel, dispatch, fanout, settle
@@ -24,23 +25,32 @@ def submit(**submission: Any) -> dict:
     return campaigns.submit(resolve_slot(submission, now())).model_dump(mode="json")
 
 
-def publish_sends(ids: list[int]) -> None:
-    """Publish one send task per message id, all through one producer (one broker connection).
+def publish_sends(ids: list[int], queue: str = queues.SEND, token: fanout.Token | None = None) -> None:
+    """Publish one send task per message id on ``queue``, all through one producer (one broker
+    connection); the send of ``token.carrier`` carries the window's refill token.
 
     On Redis the batch pipelines the pushes: one round trip per batch, not per task. Unsupported
     transports (the embedded broker) publish one by one, as before.
     """
+    carrier = token.carrier if token else None
     with app.producer_or_acquire() as producer, producer.batch(max(len(ids), 1)):
         for message_id in ids:
+            kwargs = {"refill": [token.campaign_id, token.seq]} if message_id == carrier else None
             # retry=False: inside the batch nothing touches the network until its flush, which
             # kombu's retry wrapper would not cover anyway; the wrapper only cost time per task.
-            send_message.apply_async((message_id,), producer=producer, retry=False)
+            send_message.apply_async((message_id,), kwargs, producer=producer, retry=False, queue=queue)
+
+
+def schedule_refill(token: fanout.Token) -> None:
+    fan_out.apply_async((token.campaign_id,), {"seq": token.seq}, countdown=countdown(token.delay_s))
 
 
 @app.task(name="herald.fan_out")
-def fan_out(campaign_id: str) -> int:
+def fan_out(campaign_id: str, seq: int | None = None) -> int:
+    """Top up the campaign's dispatch window (worker/send/fanout.py). Without ``seq``, start or
+    take over its refill chain."""
     with log_context(campaign_id=campaign_id):
-        return fanout.fan_out(campaign_id, publish_sends, get_settings().fanout_batch)
+        return fanout.refill(campaign_id, publish_sends, schedule_refill, seq)
 
 
 # A lost database connection (a PostgreSQL restart) fails one statement: run the send again.
@@ -48,13 +58,18 @@ def fan_out(campaign_id: str) -> int:
 @app.task(name="herald.send_message", bind=True, max_retries=None,
           autoretry_for=(OperationalError, psycopg.OperationalError), retry_backoff=1,
           retry_backoff_max=MAX_COUNTDOWN_S)
-def send_message(self, message_id: int) -> str:
+def send_message(self, message_id: int, refill: list | None = None) -> str:
+    """``refill`` ([campaign id, seq]) is the window's token: once this send has run (so its
+    message has left ``queued``, or gone back to wait), top the window up."""
     with log_context(message_id=message_id):
         outcome = dispatch.send(message_id)
     if outcome.status == MessageStatus.SENDING:  # in doubt: ask the provider shortly
         settle_message.apply_async((message_id,), countdown=settle.SETTLE_AFTER_S)
+    if refill:
+        fan_out(refill[0], refill[1])
     if outcome.retry_in is not None:
-        raise self.retry(countdown=countdown(outcome.retry_in))
+        # The token stays here: a retry waiting its countdown must not hold the window's refill.
+        raise self.retry(countdown=countdown(outcome.retry_in), kwargs={})
     return outcome.status
 
 

@@ -59,6 +59,7 @@ class ApiKeyMiddleware:
                     await refusal(scope, receive, send)
                     return
                 scope.setdefault("state", {})["api_key_id"] = info.id
+                scope["state"]["api_key_name"] = info.name
         await self.app(scope, receive, send)
 
 

@@ -19,7 +19,8 @@ from campaigns.optout import record_inbound
 from campaigns.aggregate import campaign_report
 from campaigns.reports import StatusReport
 from campaigns.schema import Receipt, Submission
-from campaigns.signing import valid_account_webhook_token, valid_webhook_token
+from campaigns.settings import get_settings
+from campaigns.signing import secret_fingerprint, valid_account_webhook_token, valid_webhook_token
 from worker import metrics
 from worker.app import app as celery_app
 from worker.api import auth, health, intake as http_intake
@@ -80,15 +81,22 @@ def create_app() -> FastAPI:
     def readyz() -> JSONResponse:
         """Readiness: the database and the broker answer."""
         ok, checks = health.readiness()
-        return JSONResponse({"status": "ok" if ok else "unavailable", **checks}, status_code=200 if ok else 503)
+        # The fingerprint lets an operator (and `herald doctor`) see processes signing with different keys.
+        return JSONResponse({"status": "ok" if ok else "unavailable", **checks,
+                             "secret_fingerprint": secret_fingerprint()}, status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     def prometheus_metrics() -> Response:
         """Prometheus metrics: state counted from the database and broker, plus worker events."""
         return Response(generate_latest(metrics.registry(state_of=celery_app)), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/campaigns", response_model=Receipt, status_code=201)
-    def submit_campaign(submission: Submission) -> Receipt:
+    @app.post("/v1/campaigns", response_model=Receipt, status_code=201,
+              responses={403: {"description": "this API key may not submit high-priority campaigns"}})
+    def submit_campaign(submission: Submission, request: Request) -> Receipt:
+        if submission.priority == "high" and (
+                request.state.api_key_name not in get_settings().high_priority_keys):
+            raise HTTPException(403, "this API key may not submit high-priority campaigns "
+                                     "(HERALD_HIGH_PRIORITY_KEYS lists the key names that may)")
         return campaigns.submit(submission)
 
     app.include_router(http_intake.router)
@@ -126,14 +134,14 @@ def create_app() -> FastAPI:
     @app.post("/v1/webhooks/{account}/status/{token}", include_in_schema=False)
     async def account_status_webhook(account: str, token: str, request: Request):
         if not valid_account_webhook_token(account, "status", token):
-            raise HTTPException(401, "invalid webhook token")
+            raise _unauthorized(account, "status", "invalid webhook token")
         payload, reports = await _reports(account, request)
         return {"applied": await reports_batch.apply(Item(account, None, reports, payload))}
 
     @app.post("/v1/webhooks/{account}/incoming/{token}", include_in_schema=False)
     async def account_incoming_webhook(account: str, token: str, request: Request):
         if not valid_account_webhook_token(account, "incoming", token):
-            raise HTTPException(401, "invalid webhook token")
+            raise _unauthorized(account, "incoming", "invalid webhook token")
         provider = _provider(account)
         parse = getattr(provider, "parse_inbound", None)
         if parse is None:
@@ -146,17 +154,22 @@ def create_app() -> FastAPI:
 
     @app.post("/v1/webhooks/{account}/{subject}", include_in_schema=False)
     def webhook_without_token(account: str, subject: str):
-        raise HTTPException(401, "missing webhook token")
+        raise _unauthorized(account, "report", "missing webhook token")
 
     @app.post("/v1/webhooks/{account}/{campaign_id}/{token}", include_in_schema=False)
     async def delivery_report(account: str, campaign_id: str, token: str, request: Request):
         # Checked before the id is parsed: a bad token learns nothing, not even "bad id".
         if not valid_webhook_token(campaign_id, token):
-            raise HTTPException(401, "invalid webhook token")
+            raise _unauthorized(account, "report", "invalid webhook token")
         payload, reports = await _reports(account, request)
         return {"applied": await reports_batch.apply(Item(account, uuid.UUID(campaign_id), reports, payload))}
 
     return app
+
+
+def _unauthorized(account: str, webhook: str, detail: str) -> HTTPException:
+    metrics.webhook_unauthorized(account, webhook)
+    return HTTPException(401, detail)
 
 
 def _provider(account: str):

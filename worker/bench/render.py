@@ -8,9 +8,10 @@ TARGETS = {
     "dispatch": "≥ 400/s and ≥ 0.7 × baseline",
     "reports": "≥ 2,000/s",
     "baseline": "",
+    "fairness": "small ones ≤ 3 s (high ≤ 1 s); broker growth ≤ 5 MB; ≥ 0.8 × baseline",
 }
 _LABELS = {"intake": "intake", "fanout": "fan-out", "dispatch": "dispatch", "reports": "reports",
-           "baseline": "bare Celery baseline"}
+           "baseline": "bare Celery baseline", "fairness": "fairness (the large campaign)"}
 
 
 def _num(value, digits: int = 0) -> str:
@@ -24,6 +25,10 @@ def _compared(stage: str, r: dict) -> str:
         return f"{r['ratio_to_phonenumbers']:.2f} × phonenumbers alone ({_num(r['phonenumbers_rate'])}/s)"
     if stage == "dispatch" and "ratio_to_baseline" in r:
         return f"{r['ratio_to_baseline']:.2f} × baseline"
+    if stage == "fairness":
+        return (f"{r['ratio_to_baseline']:.2f} × baseline; small campaigns done in: normal {r['normal_s']} s, "
+                f"concurrency 1 {r['concurrency_1_s']} s, high {r['high_s']} s; broker growth "
+                f"{r['broker_growth_mb']} MB")
     return ""
 
 

@@ -67,7 +67,8 @@ def run(opts: Options) -> dict:
     """Run the stages asked for (and those they need) and return the figures."""
     unknown = set(opts.stages) - set(STAGES)
     if unknown or not opts.stages:
-        raise ConfigurationError(f"unknown stage(s) {sorted(unknown)}; choose from {','.join(STAGES)}")
+        raise ConfigurationError(f"unknown stage(s) {sorted(unknown)}; choose from {','.join(STAGES)} "
+                                 "(or fairness, alone)")
     bench = _Bench(opts, get_settings())
     try:
         return bench.run()
@@ -89,7 +90,7 @@ def _refuse_unless_real(settings: Settings, needs_broker: bool) -> None:
 class _Bench:
     def __init__(self, opts: Options, base: Settings):
         self.opts, self.base = opts, base
-        last = max(STAGES.index(s) for s in opts.stages)
+        last = max((STAGES.index(s) for s in opts.stages if s in STAGES), default=0)  # fairness: none
         self.stages = STAGES[:last + 1]  # each stage needs the ones before it
         self.results: dict[str, dict] = {}
         self.emulator = None
@@ -105,8 +106,30 @@ class _Bench:
     def run(self) -> dict:
         opts, say = self.opts, self.opts.say
         dispatching = "dispatch" in self.stages
-        _refuse_unless_real(self.base, needs_broker="fanout" in self.stages)
+        self._setup(needs_broker="fanout" in self.stages, dispatching=dispatching)
+
+        say(f"writing {opts.recipients} recipients")
+        path = recipients_file(opts.recipients)
+        campaign_id, accepted = self._intake(path)
         if "fanout" in self.stages:
+            self._fanout(campaign_id, accepted)
+        if dispatching:
+            self._start_workers()  # only now, so that starting them slows neither intake nor fan-out
+            self._wait_for_workers()
+            self._baseline(accepted)
+            self._dispatch(campaign_id, accepted)
+            self.results["dispatch"]["ratio_to_baseline"] = round(
+                self.results["dispatch"]["rate"] / self.results["baseline"]["rate"], 3)
+        if "reports" in self.stages:
+            self._reports(campaign_id, accepted)
+        return {**{k: self.results[k] for k in (*STAGES, "baseline") if k in self.results},
+                "config": self._config()}
+
+    def _setup(self, *, needs_broker: bool, dispatching: bool, hold_reports: bool = True) -> None:
+        """A fresh database, and when dispatching the emulator and the webhook server."""
+        opts, say = self.opts, self.opts.say
+        _refuse_unless_real(self.base, needs_broker=needs_broker)
+        if needs_broker:
             self._claim_broker()
         self.db_url = _fresh_database(self.base.database_url)
         secret = self.base.secret_key.get_secret_value() if self.base.secret_key else secrets.token_hex(32)
@@ -117,7 +140,7 @@ class _Bench:
 
             say(f"starting the emulator (latency {opts.latency_ms:g} ms) and the webhook server")
             self.emulator = EmulatorProcess(Knobs(latency_ms=opts.latency_ms, report_delay_ms=0,
-                                                  hold_reports=True, seed=9)).start()
+                                                  hold_reports=hold_reports, seed=9)).start()
             provider_url = f"{self.emulator.url}/tikosms"
             port = free_port()
             public_url = f"http://127.0.0.1:{port}"
@@ -139,23 +162,6 @@ class _Bench:
         }
         if dispatching:
             self._start_api(port)
-
-        say(f"writing {opts.recipients} recipients")
-        path = recipients_file(opts.recipients)
-        campaign_id, accepted = self._intake(path)
-        if "fanout" in self.stages:
-            self._fanout(campaign_id, accepted)
-        if dispatching:
-            self._start_workers()  # only now, so that starting them slows neither intake nor fan-out
-            self._wait_for_workers()
-            self._baseline(accepted)
-            self._dispatch(campaign_id, accepted)
-            self.results["dispatch"]["ratio_to_baseline"] = round(
-                self.results["dispatch"]["rate"] / self.results["baseline"]["rate"], 3)
-        if "reports" in self.stages:
-            self._reports(campaign_id, accepted)
-        return {**{k: self.results[k] for k in (*STAGES, "baseline") if k in self.results},
-                "config": self._config()}
 
     def _config(self) -> dict:
         from worker.app import app
@@ -292,7 +298,7 @@ class _Bench:
         if self.api.poll() is not None:
             raise RuntimeError(f"herald api did not start; see {self.logdir / 'api.log'}")
 
-    def _start_workers(self) -> None:
+    def _start_workers(self, *queues: str) -> None:
         extra = []
         if self.opts.pool:
             extra += ["--pool", self.opts.pool]
@@ -305,7 +311,7 @@ class _Bench:
             # The idle queue only: the send and baseline queues are added when their stage starts.
             self.workers.append(subprocess.Popen(
                 [sys.executable, "-m", "celery", "-A", "worker", "worker", "--loglevel", "INFO",
-                 "-Q", f"bench.idle.{self.run_id}", "--include", "worker.bench.baseline",
+                 "-Q", ",".join((f"bench.idle.{self.run_id}", *queues)), "--include", "worker.bench.baseline",
                  "--hostname", hostname, "--without-mingle", "--without-gossip", *extra],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
             self.hostnames.append(hostname)

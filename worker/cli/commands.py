@@ -99,9 +99,13 @@ def api(host: str, port: int, workers: int, as_json: bool) -> None:
     """Serve the HTTP API (intake, status, delivery-report webhooks, /metrics, health)."""
     import uvicorn
 
+    from worker.startup import announce, refuse_misconfigured
+
     if as_json:
         os.environ["HERALD_LOG_JSON"] = "1"  # read again by each worker process
     _json_logs(as_json)
+    refuse_misconfigured("herald api")  # before the port is bound and worker processes start
+    announce("herald api")
     # log_config=None: uvicorn's records go through Herald's handler (plain or JSON, tokens redacted);
     # no access log: a line per delivery report costs throughput.
     uvicorn.run("worker.api.http:create_served_app", factory=True, workers=workers, host=host, port=port,
@@ -421,16 +425,26 @@ _lifecycle_command("cancel", "cancelled", "Cancel a campaign: queued messages be
 @json_option
 def webhooks(as_json: bool) -> None:
     """Print each provider account's account-level webhook URLs (MobSMS status and incoming)."""
-    from campaigns.settings import get_settings
-    from campaigns.signing import account_webhook_url
+    from campaigns.signing import account_webhooks
 
-    urls = [{"account": account, "event": event, "url": account_webhook_url(account, event)}
-            for account in get_settings().providers for event in ("status", "incoming")]
+    urls = account_webhooks()
     if as_json:
         click.echo(json.dumps(urls))
         return
     for u in urls:
         click.echo(f"{u['account']} {u['event']}: {u['url']}")
+
+
+@main.command()
+@json_option
+def doctor(as_json: bool) -> None:
+    """Check the database, broker, limits Redis, secret, public URL and provider accounts; 1 on a problem."""
+    import logging
+
+    from worker.cli import doctor as doctor_module
+
+    logging.getLogger().setLevel(logging.WARNING)  # no migration chatter around the findings
+    sys.exit(doctor_module.run(as_json))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import phonenumbers
@@ -72,7 +73,20 @@ def generate(n: int, seed: int = 2026) -> Generated:
     return out
 
 
-def run(n: int, *, timeout_s: float = 300.0, as_json: bool = False) -> int:
+# The demo stops waiting once no message has changed status this long (a report that will
+# never come), and in any case at its deadline.
+STALL_S = 60.0
+
+
+def deadline_s(n: int) -> float:
+    """The longest the demo waits for its campaign: a start-up allowance plus a share per
+    recipient, generous for a busy machine (1,000 recipients take about 15 s on two idle cores)."""
+    return 120.0 + 0.25 * n
+
+
+def run(n: int, *, timeout_s: float | None = None, stall_s: float = STALL_S, as_json: bool = False,
+        knobs=None) -> int:
+    """``knobs``: the emulator's, instead of the demo's own (tests make a campaign that cannot finish)."""
     from rich.console import Console
 
     import campaigns
@@ -80,7 +94,7 @@ def run(n: int, *, timeout_s: float = 300.0, as_json: bool = False) -> int:
     from campaigns.schema import CampaignSpec
     from campaigns.settings import ProviderAccount, configure, get_settings
     from worker.app import configure_app
-    from worker.cli.status_view import summary_table, watch
+    from worker.cli.status_view import ENDED, summary_table, watch
     from worker.emulator import Knobs
     from worker.emulator.process import EmulatorProcess
     from worker.api.http import create_app as api_app
@@ -88,9 +102,12 @@ def run(n: int, *, timeout_s: float = 300.0, as_json: bool = False) -> int:
 
     console = Console(stderr=as_json)
     started = time.monotonic()
+    timeout_s = deadline_s(n) if timeout_s is None else timeout_s
     generated = generate(n)
-    emulator = EmulatorProcess(Knobs(report_delay_ms=20, delivered_ratio=0.95, seed=7)).start()
-    api = ServerThread(api_app()).start()
+    # Start-up allowances for a busy machine: the emulator's imports alone can take 20 s there.
+    emulator = EmulatorProcess(knobs or Knobs(report_delay_ms=20, delivered_ratio=0.95, seed=7)).start(timeout=120)
+    answers = WebhookAnswers(api_app())
+    api = ServerThread(answers).start(timeout=60)
     base = get_settings()
     accounts = dict(base.providers)
     accounts["demo"] = ProviderAccount(kind="tikosms", base_url=f"{emulator.url}/tikosms",
@@ -101,32 +118,113 @@ def run(n: int, *, timeout_s: float = 300.0, as_json: bool = False) -> int:
     configure_app(settings)
     migrate.upgrade()
     worker = _InProcessWorker().start()
+    stuck = None
     try:
         spec = CampaignSpec.model_validate({
             "from": "Herald", "message": "Hello from the Herald demo. Reply STOP to opt out.",
             "default_region": DEMO_REGION, "provider": "demo",
         })
         receipt = campaigns.submit(spec, generated.recipients)
-        report = watch(str(receipt.campaign_id), console, 0.2, timeout_s=timeout_s, transient=as_json)
+        waiting = time.monotonic()
+        report = watch(str(receipt.campaign_id), console, 0.2, timeout_s=timeout_s, stall_s=stall_s,
+                       transient=as_json)
+        if report["status"] not in ENDED:
+            stuck = pending(str(receipt.campaign_id), answers, _emulator_stats(emulator.url),
+                            time.monotonic() - waiting)
     finally:
         worker.stop()
         api.stop()
         emulator.stop()
     elapsed = time.monotonic() - started
     report["elapsed_s"] = round(elapsed, 2)
-    expected_ok = (receipt.accepted == generated.unique and receipt.duplicates == generated.duplicates
+    expected_ok = (stuck is None and receipt.accepted == generated.unique
+                   and receipt.duplicates == generated.duplicates
                    and receipt.invalid == generated.invalid and report["final"] == receipt.accepted
                    and report["delivered"] + report["failed"] == receipt.accepted)
     if as_json:
         import json
 
-        print(json.dumps({**report, "expected": vars(generated) | {"recipients": n}, "ok": expected_ok}))
+        print(json.dumps({**report, "expected": vars(generated) | {"recipients": n}, "ok": expected_ok,
+                          **({"pending": stuck} if stuck else {})}))
     else:
         console.print(summary_table(report))
         console.print(f"elapsed {elapsed:.1f} s")
-        if not expected_ok:
+        if stuck:
+            for line in explain(stuck):
+                console.print(f"[red]{line}", markup=True, highlight=False)
+        elif not expected_ok:
             console.print("[red]the report does not match what was generated")
     return 0 if expected_ok else 1
+
+
+class WebhookAnswers:
+    """ASGI middleware around the demo's API: what it answered to the webhooks (the reports the
+    emulator pushed), so a campaign that does not finish can say why."""
+
+    def __init__(self, app, keep: int = 10):
+        self.app = app
+        self.counts: Counter[int] = Counter()
+        self.last: deque[int] = deque(maxlen=keep)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/webhooks/"):
+            return await self.app(scope, receive, send)
+
+        async def record(message):
+            if message["type"] == "http.response.start":
+                self.counts[message["status"]] += 1
+                self.last.append(message["status"])
+            await send(message)
+
+        await self.app(scope, receive, record)
+
+
+def _emulator_stats(url: str) -> dict:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/_emulator/stats", timeout=5).json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return {"error": type(exc).__name__}
+
+
+def pending(campaign_id: str, answers: WebhookAnswers, emulator: dict, waited_s: float, sample: int = 5) -> dict:
+    """What is still pending after the deadline: counts and a few messages of each unfinished
+    status (ids, no numbers), the webhook answers, and the emulator's push counts."""
+    from campaigns.aggregate import campaign_report
+    from campaigns.listing import list_messages
+    from campaigns.statuses import PENDING
+
+    counts = {status: n for status, n in campaign_report(campaign_id)["counts"].items()
+              if n and status in PENDING}
+    messages = [m for status in counts
+                for m in list_messages(campaign_id, limit=sample, status=status)["messages"]]
+    return {"waited_s": round(waited_s), "counts": counts, "messages": messages,
+            "webhook_answers": {str(code): n for code, n in sorted(answers.counts.items())},
+            "last_webhook_answers": list(answers.last), "emulator": emulator}
+
+
+def explain(stuck: dict) -> list[str]:
+    """The pending report in words, with the likeliest cause first (a pure function)."""
+    answers = {int(code): n for code, n in stuck["webhook_answers"].items()}
+    lines = [f"the campaign did not finish (waited {stuck['waited_s']} s); still pending: "
+             + ", ".join(f"{n} {status}" for status, n in stuck["counts"].items())]
+    for m in stuck["messages"]:
+        lines.append(f"  message {m['id']}: {m['status']}" + (f" (provider id {m['provider_message_id']})"
+                     if m["provider_message_id"] else "") + (f", error: {m['error']}" if m["error"] else ""))
+    lines.append("webhook answers: " + (", ".join(f"{n} × {code}" for code, n in sorted(answers.items()))
+                                        or "none") + f"; last: {stuck['last_webhook_answers']}")
+    lines.append(f"emulator: {stuck['emulator']}")
+    if answers.get(401):
+        lines.append("why: the API refused reports for their URL token (401): the key that signed the "
+                     "callback URLs is not the one checking them (HERALD_SECRET_KEY)")
+    elif "sent" in stuck["counts"] and not answers:
+        lines.append("why: no delivery report reached the API's webhooks (see the emulator's push counts)")
+    elif any(code >= 400 for code in answers):
+        lines.append("why: the API refused some delivery reports (see the answers above)")
+    elif "queued" in stuck["counts"] or "sending" in stuck["counts"]:
+        lines.append("why: sends have not finished: the in-process worker is still retrying or stopped")
+    return lines
 
 
 class _InProcessWorker:

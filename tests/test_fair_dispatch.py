@@ -1,0 +1,261 @@
+"""Fair, prioritised dispatch (issue 15): a bounded window per campaign, refilled from the
+database; priority classes drained in order. Real PostgreSQL, Redis, `celery worker` subprocesses
+and an emulator of each test's own (its request log is what the assertions read).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+
+import pytest
+import redis as redis_lib
+from sqlalchemy import select
+
+from campaigns import db, lifecycle, pacing
+from campaigns.aggregate import campaign_report
+from campaigns.models import Campaign
+from campaigns.statuses import MessageStatus
+from tests.conftest import wait_for
+from tests.test_dispatch_faults import (
+    SWEEPING, emulator_counts, herald_env, progressed, rows, statuses, submit, unique_numbers, wait_final,
+    workers,  # noqa: F401  (the fixture)
+)
+from worker import queues
+from worker.emulator import Knobs
+from worker.emulator.process import EmulatorProcess
+
+
+# -- the rule -----------------------------------------------------------------------------
+
+def test_the_window_is_the_smallest_of_the_cap_and_what_the_limits_let_run():
+    assert pacing.window_size(64) == pacing.Window(64, pacing.WINDOW_FULL)
+    assert pacing.window_size(64, concurrency=1) == pacing.Window(1, pacing.CONCURRENCY)
+    assert pacing.window_size(64, max_in_flight=10, concurrency=20) == pacing.Window(10, pacing.CONCURRENCY)
+    # 20/s within the throttle's 0.5 s inline wait, plus the burst.
+    assert pacing.window_size(64, rate_per_s=20, burst=2) == pacing.Window(12, pacing.RATE)
+    assert pacing.window_size(64, rate_per_s=0.1) == pacing.Window(2, pacing.RATE)
+    assert pacing.window_size(0) == pacing.Window(1, pacing.WINDOW_FULL)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+def overlap_peak(emu: EmulatorProcess) -> int:
+    """The most send requests the emulator was serving at once (arrival to answer)."""
+    events = []
+    for arrived, _provider, path, _status, _account, answered in emu.records()["requests"]:
+        if path.endswith("/message"):
+            events += [(arrived, 1), (answered, -1)]
+    peak = current = 0
+    for _, step in sorted(events, key=lambda e: (e[0], e[1])):
+        current += step
+        peak = max(peak, current)
+    return peak
+
+
+class BrokerSampler:
+    """The longest the given send queue got, sampled every 10 ms while the test runs."""
+
+    def __init__(self, url: str, queue: str):
+        self.client, self.queue, self.peak = redis_lib.Redis.from_url(url), queue, 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.stop.wait(0.01):
+            self.peak = max(self.peak, self.client.llen(self.queue))
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def by_campaign(emu: EmulatorProcess, *cids: str) -> dict[str, list[float]]:
+    """Acceptance times at the emulator, per campaign (the client_ref is the message id)."""
+    owner = {ref: cid for cid in cids for ref in rows(cid)}
+    out: dict[str, list[float]] = {cid: [] for cid in cids}
+    for r in emu.records()["records"]:
+        if r["client_ref"] in owner:
+            out[owner[r["client_ref"]]].append(r["accepted_at"])
+    return {cid: sorted(ts) for cid, ts in out.items()}
+
+
+def window_of(cid: str) -> dict:
+    return campaign_report(cid)["window"]
+
+
+# -- the window ---------------------------------------------------------------------------
+
+def test_a_campaign_never_has_more_than_its_window_out(services, workers):
+    n, window = 300, 6
+    with EmulatorProcess(Knobs(latency_ms=40, report_delay_ms=20)) as emu:
+        workers(2, herald_env(emu, dispatch_window=window))  # 2 x 8 threads: room for more than 6
+        with BrokerSampler(services["HERALD_BROKER_URL"], queues.SEND) as broker:
+            cid = submit(unique_numbers(n, seed=21), services["HERALD_BROKER_URL"])
+            seen = []
+            wait_for(lambda: seen.append(window_of(cid)) or progressed(cid) >= n // 2, timeout=60,
+                     interval=0.02, message="half the campaign sent")
+            final = wait_final(cid, n, timeout=90)
+        sent = emulator_counts(emu)
+        peak = overlap_peak(emu)
+
+    assert set(final.values()) == {MessageStatus.DELIVERED}
+    assert sorted(sent.values()) == [1] * n  # every recipient exactly once, across ~100 refills
+    assert peak <= window, f"{peak} sends at the provider at once, window {window}"
+    assert peak >= window - 2, "the window was not used: refills lag"
+    assert broker.peak <= window
+    assert max(w["in_flight"] for w in seen if w) <= window
+    assert {w["size"] for w in seen if w and w["size"]} == {window}  # None until the first refill
+
+
+def test_a_concurrency_limited_campaign_publishes_only_what_may_run(services, workers):
+    n = 40
+    with EmulatorProcess(Knobs(latency_ms=30, report_delay_ms=20)) as emu:
+        fleet = workers(1, herald_env(emu))
+        with BrokerSampler(services["HERALD_BROKER_URL"], queues.SEND) as broker:
+            cid = submit(unique_numbers(n, seed=22), services["HERALD_BROKER_URL"], concurrency=2)
+            seen = []
+            wait_for(lambda: seen.append(window_of(cid)) or progressed(cid) >= n // 2, timeout=60,
+                     interval=0.02, message="half the campaign sent")
+            wait_final(cid, n, timeout=60)
+        peak = overlap_peak(emu)
+    log = fleet[0].log.read_text()
+
+    assert peak <= 2 and broker.peak <= 2
+    # Nothing the limit refused went back to the queue: every send ran once and was granted.
+    assert "Retry in" not in log
+    assert "concurrency" in {w["waiting"] for w in seen if w}
+
+
+# -- fair share and priority ---------------------------------------------------------------
+
+def test_a_small_campaign_interleaves_with_a_large_one(services, workers):
+    large_n, window = 3000, 32
+    with EmulatorProcess(Knobs(latency_ms=50, report_delay_ms=20)) as emu:
+        workers(1, herald_env(emu, dispatch_window=window))
+        url = services["HERALD_BROKER_URL"]
+        large = submit(unique_numbers(large_n, seed=23), url)
+        wait_for(lambda: progressed(large) >= 200, timeout=60, interval=0.05, message="the large one sending")
+        small = submit(unique_numbers(10, seed=24), url)
+        small_at = time.time()
+        wait_final(small, 10, timeout=30)
+        left = statuses(large).get(MessageStatus.QUEUED, 0)
+        times = by_campaign(emu, large, small)
+        lifecycle.cancel(large)
+
+    assert left > large_n // 2, "the small campaign waited for most of the large one"
+    # Its sends reached the provider before the large campaign's window (all of it) had drained.
+    ahead = [t for t in times[large] if small_at < t < times[small][0]]
+    assert len(ahead) <= window + 8, f"{len(ahead)} of the large campaign's sends went first"
+
+
+def test_higher_priority_classes_are_consumed_first(services, start_worker):
+    with EmulatorProcess(Knobs(latency_ms=5, report_delay_ms=20)) as emu:
+        env = herald_env(emu)
+        url = services["HERALD_BROKER_URL"]
+        # Fan-out only: every window waits in its queue.
+        fanning = start_worker("-Q", queues.DEFAULT, "--pool", "threads", "--concurrency", "2", env=env)
+        cids = {p: submit(unique_numbers(20, seed=30 + i), url, priority=p)
+                for i, p in enumerate(["bulk", "normal", "high"])}
+        client = redis_lib.Redis.from_url(url)
+        wait_for(lambda: all(client.llen(queues.send_queue(p)) == 20 for p in cids), timeout=30,
+                 message="three windows published")
+        fanning.stop()
+        # One thread, one task at a time: the order it takes them is the order it runs them.
+        start_worker("--pool", "threads", "--concurrency", "1", "--prefetch-multiplier", "1", env=env)
+        for cid in cids.values():
+            wait_final(cid, 20, timeout=60)
+        times = by_campaign(emu, *cids.values())
+
+    order = sorted((t, p) for p, cid in cids.items() for t in times[cid])
+    classes = [p for _, p in order]
+    assert classes == ["high"] * 20 + ["normal"] * 20 + ["bulk"] * 20
+
+
+def test_high_priority_over_http_only_for_listed_keys(services, api_client, monkeypatch):
+    from campaigns.settings import get_settings
+
+    body = {"from": "Herald", "message": "Code 1234", "recipients": ["+447400123456"], "priority": "high"}
+    refused = api_client.post("/v1/campaigns", json=body)
+    assert refused.status_code == 403 and "HERALD_HIGH_PRIORITY_KEYS" in refused.json()["detail"]
+    assert api_client.post("/v1/campaigns", json={**body, "priority": "urgent"}).status_code == 422
+    with db.session() as s:
+        assert s.scalar(select(Campaign.id)) is None  # refused submissions store nothing
+
+    monkeypatch.setattr(get_settings(), "high_priority_keys", ["tests"])
+    accepted = api_client.post("/v1/campaigns", json=body)
+    assert accepted.status_code == 201
+    report = api_client.get(f"/v1/campaigns/{accepted.json()['campaign_id']}").json()
+    assert report["priority"] == "high" and "window" in report
+    normal = api_client.post("/v1/campaigns", json={**body, "priority": "normal"}).json()
+    assert api_client.get(f"/v1/campaigns/{normal['campaign_id']}").json()["priority"] == "normal"
+    # No worker ran: leave no sends behind for tests that need an empty broker (herald bench).
+    redis_lib.Redis.from_url(services["HERALD_BROKER_URL"]).flushdb()
+
+
+# -- crashes and steering during refills -----------------------------------------------------
+
+def test_exactly_once_per_recipient_with_workers_killed_mid_refill(services, workers):
+    n, kills, window = 1200, 4, 16
+    with EmulatorProcess(Knobs(latency_ms=20, report_delay_ms=20)) as emu:
+        env = herald_env(emu, dispatch_window=window, **SWEEPING)
+        fleet = workers(2, env, "-B")
+        cid = submit(unique_numbers(n, seed=25), services["HERALD_BROKER_URL"])
+        points = sorted(random.Random().sample(range(n // 10, n * 8 // 10), kills))
+        for point in points:
+            wait_for(lambda: progressed(cid) >= point, timeout=120, interval=0.02,
+                     message=f"{point} messages through")
+            for w in fleet:
+                w.kill()  # SIGKILL: refills, their tokens and prefetched sends die with them
+            fleet = workers(2, env, "-B")
+        final = wait_final(cid, n, timeout=150)
+        sent = emulator_counts(emu)
+
+    doubled = {ref: c for ref, c in sent.items() if c > 1}
+    assert not doubled, f"sent more than once: {doubled}"
+    unknown = [ref for ref, st in final.items() if st == MessageStatus.UNKNOWN]
+    assert [ref for ref, st in final.items() if st != MessageStatus.UNKNOWN and sent[ref] != 1] == []
+    assert set(Counter(final.values())) <= {MessageStatus.DELIVERED, MessageStatus.UNKNOWN}
+    assert len(unknown) <= kills * window
+
+
+def test_pause_resume_and_cancel_during_refills(services, workers):
+    n, window = 1500, 16
+    with EmulatorProcess(Knobs(latency_ms=20, report_delay_ms=20)) as emu:
+        workers(2, herald_env(emu, dispatch_window=window))
+        cid = submit(unique_numbers(n, seed=26), services["HERALD_BROKER_URL"])
+        wait_for(lambda: progressed(cid) >= 200, timeout=60, interval=0.02, message="200 through")
+
+        lifecycle.pause(cid)
+        time.sleep(1.0)  # sends already at the provider finish
+        frozen = len(emu.records()["records"])
+        time.sleep(1.5)
+        assert len(emu.records()["records"]) == frozen, "sends went on while paused"
+        assert window_of(cid)["waiting"] == "paused"
+
+        lifecycle.resume(cid)
+        wait_for(lambda: len(emu.records()["records"]) >= frozen + 300, timeout=60, interval=0.02,
+                 message="sending again after resume")
+        lifecycle.cancel(cid)
+        time.sleep(1.0)
+        stopped = len(emu.records()["records"])
+        time.sleep(1.5)
+        after = len(emu.records()["records"])
+        sent = emulator_counts(emu)
+        final = statuses(cid)
+
+    assert after == stopped, "sends went on after cancel"
+    assert frozen + 300 <= stopped < n
+    assert max(sent.values()) == 1
+    assert final.get(MessageStatus.CANCELLED, 0) == n - stopped
+    assert final.get(MessageStatus.QUEUED, 0) == 0 and final.get(MessageStatus.SENDING, 0) == 0
+    assert campaign_report(cid)["window"] is None
+    with db.session() as s:
+        assert s.get(Campaign, uuid.UUID(cid)).window_seq > 10  # it really ran on refills
