@@ -49,12 +49,10 @@ _STORE_REPORT = insert(DeliveryReport.__table__)
 
 
 @functools.cache
-def _advance(status: MessageStatus, by_campaign: bool):
-    """The conditional UPDATE that moves a message up to ``status`` (never down), and nothing
-    outside the report's scope: its campaign (``cid``), else its provider's messages."""
+def _advance(status: MessageStatus):
+    """The conditional UPDATE that moves a matched message up to ``status`` (never down, never
+    from ``queued``: only what was handed to the provider can be reported on)."""
     t = Message.__table__
-    scope = (t.c.campaign_id == bindparam("cid")) if by_campaign else or_(
-        t.c.provider == bindparam("b_provider"), t.c.provider.is_(None))
     values: dict[str, Any] = {
         "status": status.value, "raw_status": bindparam("b_raw"),
         "cost": func.coalesce(bindparam("b_cost", type_=t.c.cost.type), t.c.cost),
@@ -62,25 +60,35 @@ def _advance(status: MessageStatus, by_campaign: bool):
     }
     if status in FINAL:
         values["final_at"] = bindparam("b_final_at", type_=t.c.final_at.type)
-    lower = [st.value for st in MessageStatus if rank(st) < rank(status)]
-    return (update(t).where(t.c.id == bindparam("mid"), t.c.status.in_(lower), scope)
+    return (update(t).where(t.c.id == bindparam("mid"), t.c.status.in_(_reportable_below(status)),
+                            t.c.provider == bindparam("b_provider"))
             .values(**values).returning(t.c.campaign_id, t.c.callback_url))
+
+
+def _reportable_below(status: MessageStatus) -> list[str]:
+    return [st.value for st in MessageStatus if rank(st) < rank(status) and st != MessageStatus.QUEUED]
+
+
+def _reportable(provider: str, campaign_id: uuid.UUID | None) -> list:
+    """What a report of ``provider`` may touch: messages handed to that account (never ``queued``),
+    and, for a campaign-bound webhook, only that campaign's."""
+    scope = [Message.provider == provider, Message.status != MessageStatus.QUEUED.value]
+    return scope + ([Message.campaign_id == campaign_id] if campaign_id is not None else [])
 
 
 def apply_report(s: Session, provider: str, report: StatusReport, payload: dict, *,
                  campaign_id: uuid.UUID | None = None) -> bool:
     """Store the raw report, then move the message forward if the report is news. True if it moved.
 
-    ``campaign_id`` confines the report to one campaign's messages (the campaign-bound webhook);
-    without it the report may only touch messages of ``provider`` (the account-bound webhook, polls).
+    The report names a message by Herald's id or the provider's reference; it is stored against
+    that message only if the report may touch it (``_reportable``), else kept raw as unmatched
+    (message_id NULL), so it changes nothing, not even a later fold of part reports.
     """
-    scope = [Message.campaign_id == campaign_id] if campaign_id is not None else [
-        or_(Message.provider == provider, Message.provider.is_(None))]
-    message_id = report.message_id
-    if message_id is None and report.provider_message_id:
-        message_id = s.scalar(select(Message.id).where(
-            Message.provider == provider, Message.provider_message_id == report.provider_message_id,
-            *scope))
+    message_id = None
+    if report.message_id is not None or report.provider_message_id:
+        named = (Message.id == report.message_id) if report.message_id is not None else (
+            Message.provider_message_id == report.provider_message_id)
+        message_id = s.scalar(select(Message.id).where(named, *_reportable(provider, campaign_id)))
     parts = report.parts
     if parts and message_id is not None and report.status is not None:
         # Parts of one message arriving together must see each other: serialise on the row.
@@ -102,14 +110,14 @@ def apply_report(s: Session, provider: str, report: StatusReport, payload: dict,
     if parts:
         status, cost, at = _fold(s, message_id, parts[1])
     # One conditional UPDATE: of N concurrent copies of a report, exactly one matches.
-    moved = conn.execute(_advance(status, campaign_id is not None), {
-        "mid": message_id, "cid": campaign_id, "b_provider": provider, "b_raw": report.raw_status,
+    moved = conn.execute(_advance(status), {
+        "mid": message_id, "b_provider": provider, "b_raw": report.raw_status,
         "b_cost": cost, "b_error": report.error or None, "b_final_at": (at or clock.now()) if status in FINAL else None,
     }).first()
     if moved is None:
         if parts and cost is not None:
             # A late part still adds its price: the cost is every part's, whatever the order.
-            s.execute(update(Message).where(Message.id == message_id, *scope).values(cost=cost))
+            s.execute(update(Message).where(Message.id == message_id).values(cost=cost))
         return False
     if status in FINAL and moved.callback_url:
         callbacks.queue_message_callback(s, moved.campaign_id, message_id, moved.callback_url)
@@ -124,14 +132,19 @@ def apply_reports(s: Session, provider: str, items: list[tuple[StatusReport, dic
     """
     refs = {r.provider_message_id for r, _ in items if r.message_id is None and r.provider_message_id}
     by_ref = dict(s.execute(select(Message.provider_message_id, Message.id).where(
-        Message.provider == provider, Message.provider_message_id.in_(refs))).all()) if refs else {}
+        Message.provider_message_id.in_(refs), *_reportable(provider, None))).all()) if refs else {}
+    named = {r.message_id for r, _ in items if r.message_id is not None}
+    known = set(s.scalars(select(Message.id).where(
+        Message.id.in_(named), *_reportable(provider, None)))) if named else set()
     single: list[tuple[StatusReport, dict, int | None]] = []
     moved = 0
     for report, payload in items:
         if report.parts:  # parts fold against each other row by row
             moved += apply_report(s, provider, report, payload)
             continue
-        single.append((report, payload, report.message_id or by_ref.get(report.provider_message_id)))
+        mid = report.message_id if report.message_id in known else (
+            by_ref.get(report.provider_message_id) if report.message_id is None else None)
+        single.append((report, payload, mid))
     if not single:
         return moved
     s.execute(insert(DeliveryReport), [
@@ -144,11 +157,11 @@ def apply_reports(s: Session, provider: str, items: list[tuple[StatusReport, dic
         if mid is not None and report.status is not None:
             if mid not in best or can_move(best[mid].status, report.status):
                 best[mid] = report
-    scope = or_(Message.provider == provider, Message.provider.is_(None))
+    scope = Message.provider == provider
     now = clock.now()
     for status in {r.status for r in best.values()}:
         # Inlined constants: an expanding IN cannot be part of an executemany.
-        lower = [literal_column(f"'{st.value}'") for st in MessageStatus if rank(st) < rank(status)]
+        lower = [literal_column(f"'{st}'") for st in _reportable_below(status)]
         final = status in FINAL
         rows = [{"mid": mid, "b_raw": r.raw_status, "b_cost": r.cost, "b_error": r.error,
                  "b_final_at": (r.at or now) if final else None}

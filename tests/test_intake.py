@@ -113,8 +113,18 @@ def test_one_bad_recipient_never_sinks_the_campaign(services):
 def test_idempotency_key_returns_the_first_receipt_and_writes_nothing(services):
     first = intake.submit(_spec(idempotency_key="k-1"), list(_numbers(10)))
     before = _rows()
-    again = intake.submit(_spec(idempotency_key="k-1", message="different"), list(_numbers(20)))
-    assert again == first
+    assert intake.submit(_spec(idempotency_key="k-1"), list(_numbers(10))) == first
+    assert _rows() == before
+
+
+def test_an_idempotency_key_reused_with_another_body_is_refused_naming_the_fields(services):
+    from campaigns.errors import IdempotencyMismatch
+
+    intake.submit(_spec(idempotency_key="k-1"), list(_numbers(10)))
+    before = _rows()
+    with pytest.raises(IdempotencyMismatch) as caught:
+        intake.submit(_spec(idempotency_key="k-1", message="different"), list(_numbers(20)))
+    assert {e["loc"][0] for e in caught.value.errors} == {"message", "recipients"}
     assert _rows() == before
 
 

@@ -15,13 +15,21 @@ from worker.send import cancel, dispatch, fanout, settle
 
 
 @app.task(name="campaigns.submit", ignore_result=False)
-def submit(**submission: Any) -> dict:
-    """Another service submits a campaign with only the broker: ``send_task("campaigns.submit", kwargs=...)``."""
+def submit(service: str | None = None, **submission: Any) -> dict:
+    """Another service submits a campaign with only the broker: ``send_task("campaigns.submit",
+    kwargs={"service": "billing", ...})``. The broker is inside the trust boundary: whoever can
+    publish there may name any service, so ``service`` is required, never assumed."""
     import campaigns
     from campaigns.clock import now
+    from campaigns.errors import NotFound, SubmissionError
     from campaigns.recurring import resolve_slot
 
-    return campaigns.submit(resolve_slot(submission, now())).model_dump(mode="json")
+    if not isinstance(service, str) or not service:
+        raise SubmissionError.at(["service"], "campaigns.submit needs the name of its service", "missing")
+    try:
+        return campaigns.submit(resolve_slot(submission, now()), service=service).model_dump(mode="json")
+    except NotFound:
+        raise SubmissionError.at(["service"], "no such service", "unknown_service") from None
 
 
 def publish_sends(ids: list[int]) -> None:
