@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from campaigns import clock, db, routes
+from campaigns.callbacks import url_problem
 from campaigns.errors import ConfigurationError, IdempotencyMismatch, SubmissionError, TooManyRecipients
 from campaigns.models import DEFAULT_SERVICE_ID, Campaign, Message, Rejection, Suppression
 from campaigns.recipients import InvalidRecipient, normalise, phone_key
@@ -33,6 +34,7 @@ from campaigns.templates import MissingField, fields, render
 CHUNK = 5000
 INVALID_SAMPLES = 20
 CLIENT_REF_MAX = 255
+CALLBACK_URL_MAX = 2048
 _MESSAGE_COLUMNS = (
     "campaign_id", "status", "phone", "region", "body", "encoding", "segments",
     "client_ref", "callback_url",
@@ -178,9 +180,9 @@ def read_recipient(raw: Any) -> tuple[str, Mapping[str, Any] | None, str | None,
     if client_ref is not None and (not isinstance(client_ref, str) or len(client_ref) > CLIENT_REF_MAX):
         raise InvalidRecipient(f"client_ref must be a string of at most {CLIENT_REF_MAX} characters")
     callback_url = raw.get("callback_url") or None
-    if callback_url is not None and not (isinstance(callback_url, str)
-                                         and callback_url.startswith(("http://", "https://"))):
-        raise InvalidRecipient("callback_url must be an http(s) URL")
+    if callback_url is not None and not (isinstance(callback_url, str) and len(callback_url) <= CALLBACK_URL_MAX
+                                         and url_problem(callback_url) is None):
+        raise InvalidRecipient(f"callback_url must be an http(s) URL with a host, at most {CALLBACK_URL_MAX} characters")
     if "\x00" in f"{client_ref or ''}{callback_url or ''}":
         raise InvalidRecipient(NUL_REASON)
     return phone, raw, client_ref, callback_url

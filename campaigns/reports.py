@@ -6,7 +6,7 @@ import functools
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from campaigns import callbacks, clock
 from campaigns.aggregate import awaiting_outcome
 from campaigns.models import Campaign, DeliveryReport, Message
+from campaigns.schema import unstorable
 from campaigns.statuses import FINAL, CampaignStatus, MessageStatus, can_move, fold_parts, rank
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,39 @@ class StatusReport:
         except (KeyError, TypeError, ValueError):
             return None
         return (part, total) if total > 1 and 1 <= part <= total else None
+
+
+_MAX_BIGINT = 2**63 - 1
+_MONEY_LIMIT = Decimal(10) ** 8  # Money is NUMERIC(14, 6)
+
+
+def report_problem(report: StatusReport) -> tuple[str, str] | None:
+    """``(field, why)`` when a report holds a value its columns cannot store, else None.
+
+    Checked before anything is stored, so a hostile or broken report is a 422 naming the field,
+    never a database error.
+    """
+    for name, value, limit in (("raw_status", report.raw_status, 64),
+                               ("provider_message_id", report.provider_message_id, 128),
+                               ("error", report.error, 2000)):
+        if value is None:
+            continue
+        if not isinstance(value, str) or len(value) > limit or unstorable(value):
+            return name, f"must be text of at most {limit} characters, without NUL or lone surrogates"
+    if report.message_id is not None and not (
+            isinstance(report.message_id, int) and 0 < report.message_id <= _MAX_BIGINT):
+        return "message_id", "must be a positive 64-bit integer"
+    if report.cost is not None and not (
+            report.cost.is_finite() and -_MONEY_LIMIT < report.cost < _MONEY_LIMIT):
+        return "cost", f"must be a finite number below {_MONEY_LIMIT:,}"
+    if report.at is not None:
+        try:
+            report.at.astimezone(timezone.utc) if report.at.tzinfo else report.at.replace(tzinfo=timezone.utc)
+        except OverflowError:
+            return "at", "is out of range"
+        if report.at.year >= 9999:
+            return "at", "is out of range"
+    return None
 
 
 # Built once: a report costs two statements, and building them per report cost more than running them.

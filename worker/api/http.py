@@ -19,13 +19,14 @@ from campaigns.errors import (
 from campaigns.listing import list_messages
 from campaigns.optout import record_inbound
 from campaigns.aggregate import campaign_report
-from campaigns.reports import StatusReport
-from campaigns.schema import Receipt, Submission
+from campaigns.reports import StatusReport, report_problem
+from campaigns.schema import Receipt, ShapeError, Submission, check_shape
+from campaigns.settings import get_settings
 from campaigns.services import Tenant
 from campaigns.signing import valid_account_webhook_token, valid_webhook_token
 from worker import metrics
 from worker.app import app as celery_app
-from worker.api import auth, health, intake as http_intake
+from worker.api import auth, health, intake as http_intake, limits
 from worker.providers import get_provider
 from worker.api.webhook_batch import Batcher, Item
 
@@ -47,6 +48,7 @@ def create_app() -> FastAPI:
     app = FastAPI(title="Herald", version="0.1.0",
                   description="Bulk SMS campaign dispatch: intake, status and delivery reports.")
     auth.install(app)
+    app.add_middleware(limits.BodyLimitMiddleware)  # outermost: a body too large is refused first
     reports_batch = Batcher()  # delivery reports arriving together are applied together
 
     @app.exception_handler(OperationalError)
@@ -179,12 +181,21 @@ def _provider(account: str):
 
 
 async def _json_object(request: Request) -> dict:
+    """The webhook body as a JSON object, within its limits (413 too many items, 422 otherwise).
+
+    Parsed and checked before any transaction starts: a large body never holds the database."""
+    settings = get_settings()
     try:
         payload = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         raise HTTPException(422, "the body must be JSON") from None
     if not isinstance(payload, dict):
         raise HTTPException(422, "the body must be a JSON object")
+    try:
+        check_shape(payload, max_depth=settings.json_max_depth, max_items=settings.webhook_max_reports)
+    except ShapeError as exc:
+        raise HTTPException(413 if exc.too_large else 422,
+                            [{"loc": ["body", *exc.path], "msg": str(exc), "type": "body_shape"}]) from None
     return payload
 
 
@@ -198,7 +209,12 @@ async def _reports(account: str, request: Request) -> tuple[dict, list[StatusRep
         raise HTTPException(422, f"not a {account} report: {exc}") from None
     if not reports:
         raise HTTPException(422, "no report in the body")
+    if len(reports) > get_settings().webhook_max_reports:
+        raise HTTPException(413, f"at most {get_settings().webhook_max_reports:,} reports in one body")
     for n, report in enumerate(reports):
+        if problem := report_problem(report):
+            raise HTTPException(422, [{"loc": ["body", "reports", n, problem[0]], "msg": problem[1],
+                                       "type": "invalid_report"}])
         if not report.raw_status:
             raise HTTPException(422, f"report {n} has no status")
         if report.message_id is None and not report.provider_message_id:
