@@ -25,7 +25,7 @@ from campaigns.callbacks import url_problem
 from campaigns.errors import ConfigurationError, IdempotencyMismatch, SubmissionError, TooManyRecipients
 from campaigns.models import DEFAULT_SERVICE_ID, Campaign, Message, Rejection, Suppression
 from campaigns.recipients import InvalidRecipient, normalise, phone_key
-from campaigns.schema import CampaignSpec, InvalidSample, Receipt
+from campaigns.schema import CampaignSpec, InvalidSample, Receipt, unstorable
 from campaigns.segments import encode_info
 from campaigns.settings import get_settings
 from campaigns.statuses import CampaignStatus, MessageStatus
@@ -156,7 +156,7 @@ class _Tally:
 
 
 # PostgreSQL text cannot hold NUL; a file with one in a field loses that recipient, not the campaign.
-NUL_REASON = "a field holds a NUL (\\u0000) character, which text cannot hold"
+NUL_REASON = "a field holds a NUL (\\u0000) or lone surrogate character, which text cannot hold"
 
 
 def read_recipient(raw: Any) -> tuple[str, Mapping[str, Any] | None, str | None, str | None]:
@@ -183,7 +183,7 @@ def read_recipient(raw: Any) -> tuple[str, Mapping[str, Any] | None, str | None,
     if callback_url is not None and not (isinstance(callback_url, str) and len(callback_url) <= CALLBACK_URL_MAX
                                          and url_problem(callback_url) is None):
         raise InvalidRecipient(f"callback_url must be an http(s) URL with a host, at most {CALLBACK_URL_MAX} characters")
-    if "\x00" in f"{client_ref or ''}{callback_url or ''}":
+    if unstorable(f"{client_ref or ''}{callback_url or ''}"):
         raise InvalidRecipient(NUL_REASON)
     return phone, raw, client_ref, callback_url
 
@@ -195,6 +195,8 @@ def _store_recipients(s: Session, campaign: Campaign, recipients: Iterable[Any],
     cid, region_default, template = campaign.id, campaign.default_region, campaign.template
     placeholders = bool(fields(template))
     fixed = encode_info(template)
+    settings = get_settings()
+    longest: dict[str | None, int | None] = {}  # per region, what its route's accounts can carry
     listed = or_(Suppression.service_id == campaign.service_id, Suppression.service_id.is_(None))
     check_suppressions = s.scalar(select(Suppression.phone).where(listed).limit(1)) is not None
     numbered: Iterator[tuple[int, Any]] = enumerate(recipients)
@@ -209,8 +211,14 @@ def _store_recipients(s: Session, campaign: Campaign, recipients: Iterable[Any],
                 phone, values, client_ref, callback_url = read_recipient(raw)
                 number = normalise(phone, region_default)
                 body = render(template, values or {}) if placeholders else None
-                if body is not None and "\x00" in body:
-                    raise InvalidRecipient(NUL_REASON)
+                if body is not None:
+                    if unstorable(body):
+                        raise InvalidRecipient(NUL_REASON)
+                    if number.region not in longest:
+                        longest[number.region] = routes.longest_text(settings, campaign.provider, number.region)
+                    if (limit_ := longest[number.region]) is not None and len(body) > limit_:
+                        raise InvalidRecipient(f"the rendered message has {len(body):,} characters; no provider "
+                                               f"account of its route takes more than {limit_:,}")
             except (InvalidRecipient, MissingField) as exc:
                 reason = str(exc)
                 rejections.append((cid, position, "invalid", reason, None))

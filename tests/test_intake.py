@@ -93,7 +93,7 @@ def test_one_bad_recipient_never_sinks_the_campaign(services):
     assert [r.reason for r in receipt.invalid_reasons] == [
         "missing template field 'name'",
         "client_ref must be a string of at most 255 characters",
-        "callback_url must be an http(s) URL",
+        "callback_url must be an http(s) URL with a host, at most 2048 characters",
         "the number must be a string",
         "no number under 'to' or 'number'",
         "a recipient must be a string or an object",
