@@ -6,11 +6,11 @@ import functools
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, exists, func, insert, literal_column, or_, select, update
+from sqlalchemy import bindparam, exists, func, insert, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from campaigns import callbacks, clock
@@ -68,13 +68,9 @@ def report_problem(report: StatusReport) -> tuple[str, str] | None:
     if report.cost is not None and not (
             report.cost.is_finite() and -_MONEY_LIMIT < report.cost < _MONEY_LIMIT):
         return "cost", f"must be a finite number below {_MONEY_LIMIT:,}"
-    if report.at is not None:
-        try:
-            report.at.astimezone(timezone.utc) if report.at.tzinfo else report.at.replace(tzinfo=timezone.utc)
-        except OverflowError:
-            return "at", "is out of range"
-        if report.at.year >= 9999:
-            return "at", "is out of range"
+    # Years 1 and 9999 can leave datetime's range once their offset is applied.
+    if report.at is not None and not 1 < report.at.year < 9999:
+        return "at", "must be between the years 2 and 9998"
     return None
 
 
