@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, exists, func, insert, literal_column, select, update
+from sqlalchemy import bindparam, exists, func, insert, literal_column, or_, select, update
 from sqlalchemy.orm import Session
 
 from campaigns import callbacks, clock
@@ -91,7 +91,7 @@ def _advance(status: MessageStatus):
     if status in FINAL:
         values["final_at"] = bindparam("b_final_at", type_=t.c.final_at.type)
     return (update(t).where(t.c.id == bindparam("mid"), t.c.status.in_(_reportable_below(status)),
-                            t.c.provider == bindparam("b_provider"))
+                            or_(t.c.provider == bindparam("b_provider"), t.c.provider.is_(None)))
             .values(**values).returning(t.c.campaign_id, t.c.callback_url))
 
 
@@ -102,7 +102,11 @@ def _reportable_below(status: MessageStatus) -> list[str]:
 def _reportable(provider: str, campaign_id: uuid.UUID | None) -> list:
     """What a report of ``provider`` may touch: messages handed to that account (never ``queued``),
     and, for a campaign-bound webhook, only that campaign's."""
-    scope = [Message.provider == provider, Message.status != MessageStatus.QUEUED.value]
+    # A `sending` message has no provider yet until its send is recorded, and a fast provider's
+    # report can arrive first: in flight, it may be reported on; `queued` never.
+    scope = [Message.status != MessageStatus.QUEUED.value,
+             or_(Message.provider == provider,
+                 Message.provider.is_(None) & (Message.status == MessageStatus.SENDING.value))]
     return scope + ([Message.campaign_id == campaign_id] if campaign_id is not None else [])
 
 
@@ -187,7 +191,7 @@ def apply_reports(s: Session, provider: str, items: list[tuple[StatusReport, dic
         if mid is not None and report.status is not None:
             if mid not in best or can_move(best[mid].status, report.status):
                 best[mid] = report
-    scope = Message.provider == provider
+    scope = or_(Message.provider == provider, Message.provider.is_(None))
     now = clock.now()
     for status in {r.status for r in best.values()}:
         # Inlined constants: an expanding IN cannot be part of an executemany.

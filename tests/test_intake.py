@@ -132,12 +132,12 @@ def test_personalised_bodies_are_stored_with_their_own_segments(services):
     receipt = intake.submit(_spec(message="Hi {name}!"), [
         {"to": "+447400000001", "name": "Ann"},
         {"to": "+447400000002", "name": "Ярослава"},       # UCS-2
-        {"to": "+447400000003", "name": "x" * 200},        # two GSM-7 parts
+        {"to": "+447400000003", "name": "Я" * 100},        # two UCS-2 parts, within TikoSMS's 160 characters
     ])
     with db.session() as s:
         rows = s.execute(select(Message.body, Message.encoding, Message.segments).where(
             Message.campaign_id == uuid.UUID(receipt.campaign_id)).order_by(Message.phone)).all()
-    assert [(r.encoding, r.segments) for r in rows] == [("GSM7", 1), ("UCS2", 1), ("GSM7", 2)]
+    assert [(r.encoding, r.segments) for r in rows] == [("GSM7", 1), ("UCS2", 1), ("UCS2", 2)]
     assert rows[0].body == "Hi Ann!"
     assert receipt.segments == 4
 
