@@ -8,14 +8,16 @@ from typing import Any
 from campaigns.schema import CampaignSpec, Receipt, Submission
 
 
-def submit(submission: Submission | CampaignSpec | dict, recipients: Iterable[Any] | None = None) -> Receipt:
-    """Store a campaign and start dispatching it; returns the receipt.
+def submit(submission: Submission | CampaignSpec | dict, recipients: Iterable[Any] | None = None, *,
+           service: str | int | None = None) -> Receipt:
+    """Store a campaign of ``service`` (a name or id; default ``default``) and start dispatching it;
+    returns the receipt.
 
     ``submission`` is a :class:`Submission` (or its dict form, with ``from``, ``message`` and
     ``recipients``), or a :class:`CampaignSpec` (or dict) with ``recipients`` given as any
     iterable, which is streamed. A malformed submission raises SubmissionError naming each field.
     """
-    from campaigns import intake, ports
+    from campaigns import intake, ports, services
     from campaigns.schema import parse
     from campaigns.statuses import CampaignStatus
 
@@ -25,7 +27,7 @@ def submit(submission: Submission | CampaignSpec | dict, recipients: Iterable[An
         raise TypeError("a CampaignSpec needs its recipients")
     if recipients is None:
         recipients = submission.recipients
-    receipt = intake.submit(submission, recipients)
+    receipt = intake.submit(submission, recipients, service_id=services.resolve(service))
     if receipt.status == CampaignStatus.RUNNING:  # a scheduled one is released by the scheduler
         ports.start_dispatch(receipt.campaign_id)
     return receipt

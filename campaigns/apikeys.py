@@ -13,13 +13,17 @@ from datetime import datetime
 
 from sqlalchemy import insert, select, update
 
-from campaigns import clock, db
+from campaigns import clock, db, services
 from campaigns.errors import NotFound, UnknownScope
-from campaigns.models import ApiKey
+from campaigns.models import DEFAULT_SERVICE_ID, ApiKey
+from campaigns.services import Tenant
 
 READ = "campaigns:read"
 WRITE = "campaigns:write"
+# Sees every service's rows and edits the global suppression list; never given by default.
+ADMIN = "admin"
 SCOPES = (READ, WRITE)
+ALL_SCOPES = (READ, WRITE, ADMIN)
 _PREFIX = "hk_"
 
 
@@ -31,9 +35,15 @@ class KeyInfo:
     scopes: list[str]
     created_at: datetime | None
     revoked_at: datetime | None
+    service_id: int = DEFAULT_SERVICE_ID
+
+    @property
+    def tenant(self) -> Tenant:
+        return Tenant(self.service_id, admin=ADMIN in self.scopes)
 
     def as_dict(self) -> dict:
         return {"id": self.id, "name": self.name, "prefix": self.prefix, "scopes": self.scopes,
+                "service_id": self.service_id,
                 "created_at": self.created_at.isoformat() if self.created_at else None,
                 "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None}
 
@@ -43,19 +53,23 @@ def hash_key(key: str) -> str:
 
 
 def _info(row: ApiKey) -> KeyInfo:
-    return KeyInfo(row.id, row.name, row.prefix, list(row.scopes), row.created_at, row.revoked_at)
+    return KeyInfo(row.id, row.name, row.prefix, list(row.scopes), row.created_at, row.revoked_at,
+                   row.service_id)
 
 
-def create_key(name: str, scopes: list[str] | tuple[str, ...] = SCOPES) -> tuple[KeyInfo, str]:
-    """A new key: its record and the key itself, which is never stored and cannot be shown again."""
-    unknown = sorted(set(scopes) - set(SCOPES))
+def create_key(name: str, scopes: list[str] | tuple[str, ...] = SCOPES, *,
+               service: str | int | None = None) -> tuple[KeyInfo, str]:
+    """A new key of ``service`` (default: ``default``): its record and the key itself, which is
+    never stored and cannot be shown again."""
+    unknown = sorted(set(scopes) - set(ALL_SCOPES))
     if unknown or not scopes:
-        raise UnknownScope(f"scopes must be among {', '.join(SCOPES)}; got {', '.join(unknown) or 'none'}")
+        raise UnknownScope(f"scopes must be among {', '.join(ALL_SCOPES)}; got {', '.join(unknown) or 'none'}")
+    service_id = services.resolve(service)
     key = _PREFIX + secrets.token_urlsafe(32)
     with db.session() as s:
         key_id = s.scalar(insert(ApiKey).values(
             name=name, prefix=key[:10], key_hash=hash_key(key), scopes=sorted(set(scopes)),
-            created_at=clock.now(),
+            created_at=clock.now(), service_id=service_id,
         ).returning(ApiKey.id))
         return _info(s.get(ApiKey, key_id)), key
 

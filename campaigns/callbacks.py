@@ -9,11 +9,14 @@ conditional UPDATE, so two schedulers never deliver the same attempt twice.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
+import socket
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import literal, select, update
@@ -33,6 +36,37 @@ CAMPAIGN, MESSAGE = "campaign", "message"
 LEASE_S = 120
 RETRY_BASE_S = 5.0
 RETRY_CAP_S = 3600.0
+# Short: a receiver that stalls must not hold the delivery job.
+CALLBACK_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a callback URL (not http(s), no host), or None."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "callback_url is not a URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "callback_url must be an http:// or https:// URL with a host"
+    return None
+
+
+def refused_address(host: str, port: int | None) -> str | None:
+    """Why a callback may not go to ``host``: any address it resolves to is loopback, private,
+    link-local, multicast, reserved or unspecified (the host's own network, cloud metadata at
+    169.254.169.254, ...). None when every address is public. HERALD_CALLBACK_ALLOW_PRIVATE lifts it."""
+    try:
+        infos = socket.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return "the callback host does not resolve"
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        if (address.is_loopback or address.is_private or address.is_link_local or address.is_multicast
+                or address.is_reserved or address.is_unspecified or not address.is_global):
+            return "the callback host resolves to a non-public address"
+    return None
 
 
 def retry_delay(attempts: int) -> float:
@@ -129,12 +163,20 @@ def _deliver_one(client: httpx.Client, callback_id: int, now: datetime) -> bool:
         return False  # another scheduler has it
     extra = {"campaign_id": str(row.campaign_id), "message_id": row.message_id or None,
              "callback_id": callback_id, "attempt": row.attempts}
-    error = None
+    error = url_problem(row.url)
+    if error is None and not get_settings().callback_allow_private:
+        parts = urlsplit(row.url)
+        # Checked at every attempt, since DNS answers change. (A name that re-resolves between
+        # this check and the connect could still slip through: DNS rebinding is not covered.)
+        error = refused_address(parts.hostname, parts.port)
     try:
-        content, headers = signed_request(_body(row.kind, row.campaign_id, row.message_id), now)
-        response = client.post(row.url, content=content, headers=headers)
-        if not 200 <= response.status_code < 300:
-            error = f"answered {response.status_code}"
+        if error is None:
+            content, headers = signed_request(_body(row.kind, row.campaign_id, row.message_id), now)
+            # Never follows a redirect: a public URL could otherwise bounce the POST inward.
+            response = client.post(row.url, content=content, headers=headers, follow_redirects=False,
+                                   timeout=CALLBACK_TIMEOUT)
+            if not 200 <= response.status_code < 300:
+                error = f"answered {response.status_code}"
     except httpx.HTTPError as exc:
         error = f"transport failure ({type(exc).__name__})"
     values: dict[str, Any]

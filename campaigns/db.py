@@ -20,7 +20,7 @@ def _make_engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(conn, _record):
@@ -38,7 +38,8 @@ def _make_engine(url: str) -> Engine:
     # The pool keeps as many connections as a worker has threads (24): a connection beyond
     # pool_size is closed when returned, and reopening one per send cost more than the send's
     # own statements. Connections open only when needed, so a quiet process holds few.
-    return create_engine(url, pool_size=32, max_overflow=8)
+    # hide_parameters: a statement's error never quotes its values (numbers, message text).
+    return create_engine(url, pool_size=32, max_overflow=8, hide_parameters=True)
 
 
 @per_process(in_child=lambda made: made[0].dispose(close=False))

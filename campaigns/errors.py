@@ -4,8 +4,10 @@ HeraldError
 ├── ConfigurationError        settings that cannot work (unknown provider account, ...)
 ├── SubmissionError           a campaign refused whole, nothing written; ``errors`` holds each
 │   │                         problem as {"loc": [field path], "msg", "type"} (HTTP: 422)
-│   └── TooManyRecipients     more than HERALD_MAX_RECIPIENTS; the message names the limit
-├── NotFound                  an id that names nothing
+│   ├── TooManyRecipients     more than HERALD_MAX_RECIPIENTS; the message names the limit
+│   └── IdempotencyMismatch   an idempotency key reused with another body; names the fields (HTTP: 409)
+├── NotFound                  an id that names nothing, or another service's (HTTP: 404 alike)
+├── Forbidden                 the caller's service may not do this (HTTP: 403)
 ├── UnknownScope              an API key asked for a scope Herald does not have
 ├── InvalidTransition         a lifecycle action the campaign's state does not allow (resume a completed one)
 ├── InvalidReport             a webhook body that is not a report its provider could have sent
@@ -53,6 +55,14 @@ class SubmissionError(HeraldError):
 
 class TooManyRecipients(SubmissionError):
     pass
+
+
+class IdempotencyMismatch(SubmissionError):
+    """An idempotency key reused with another body: 409 naming the fields that differ."""
+
+
+class Forbidden(HeraldError):
+    """The caller's service may not do this (only admin edits the global suppression list): 403."""
 
 
 class NotFound(HeraldError):

@@ -7,6 +7,8 @@ as ints, about 70 bytes per unique number: some 70 MB at a million).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sized
 from datetime import datetime
@@ -14,15 +16,16 @@ from decimal import Decimal
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from campaigns import clock, db, routes
-from campaigns.errors import ConfigurationError, SubmissionError, TooManyRecipients
-from campaigns.models import Campaign, Message, Rejection, Suppression
+from campaigns.callbacks import url_problem
+from campaigns.errors import ConfigurationError, IdempotencyMismatch, SubmissionError, TooManyRecipients
+from campaigns.models import DEFAULT_SERVICE_ID, Campaign, Message, Rejection, Suppression
 from campaigns.recipients import InvalidRecipient, normalise, phone_key
-from campaigns.schema import CampaignSpec, InvalidSample, Receipt
+from campaigns.schema import CampaignSpec, InvalidSample, Receipt, unstorable
 from campaigns.segments import encode_info
 from campaigns.settings import get_settings
 from campaigns.statuses import CampaignStatus, MessageStatus
@@ -31,6 +34,7 @@ from campaigns.templates import MissingField, fields, render
 CHUNK = 5000
 INVALID_SAMPLES = 20
 CLIENT_REF_MAX = 255
+CALLBACK_URL_MAX = 2048
 _MESSAGE_COLUMNS = (
     "campaign_id", "status", "phone", "region", "body", "encoding", "segments",
     "client_ref", "callback_url",
@@ -38,11 +42,13 @@ _MESSAGE_COLUMNS = (
 _REJECTION_COLUMNS = ("campaign_id", "position", "kind", "reason", "raw")
 
 
-def submit(spec: CampaignSpec, recipients: Iterable[Any], *, now: datetime | None = None) -> Receipt:
-    """Store a campaign and return its receipt; nothing is written if anything here fails."""
+def submit(spec: CampaignSpec, recipients: Iterable[Any], *, service_id: int = DEFAULT_SERVICE_ID,
+           now: datetime | None = None) -> Receipt:
+    """Store a campaign of ``service_id`` and return its receipt; nothing is written if anything here fails."""
     settings = get_settings()
     now = now or clock.now()
-    if spec.idempotency_key and (receipt := _existing_receipt(spec.idempotency_key)):
+    digest = idempotency_digest(spec, recipients) if spec.idempotency_key else None
+    if spec.idempotency_key and (receipt := _existing_receipt(service_id, spec.idempotency_key, digest)):
         return receipt
     try:
         provider_name, account = routes.resolve_target(settings, spec.provider)
@@ -66,6 +72,7 @@ def submit(spec: CampaignSpec, recipients: Iterable[Any], *, now: datetime | Non
                 send_window=spec.send_window.model_dump() if spec.send_window else None,
                 concurrency=spec.concurrency, priority=spec.priority, max_cost=spec.max_cost,
                 callback_url=spec.callback_url, idempotency_key=spec.idempotency_key,
+                service_id=service_id, idempotency_digest=digest,
                 meta=spec.metadata, started_at=None if scheduled else now,
             )
             s.add(campaign)
@@ -95,7 +102,7 @@ def submit(spec: CampaignSpec, recipients: Iterable[Any], *, now: datetime | Non
             campaign.receipt = receipt.model_dump(mode="json")
     except IntegrityError:
         # A concurrent submission with the same idempotency key won the race.
-        if spec.idempotency_key and (receipt := _existing_receipt(spec.idempotency_key)):
+        if spec.idempotency_key and (receipt := _existing_receipt(service_id, spec.idempotency_key, digest)):
             return receipt
         raise
     return receipt
@@ -107,10 +114,37 @@ def _too_many(limit: int) -> TooManyRecipients:
         "too_many_recipients")
 
 
-def _existing_receipt(key: str) -> Receipt | None:
+def idempotency_digest(spec: CampaignSpec, recipients: Iterable[Any]) -> dict[str, str]:
+    """A digest per submitted field, so a reused key's mismatch can be named field by field.
+
+    Recipients count only when given whole (a list); a streamed file cannot be read twice.
+    """
+    fields_ = spec.model_dump(mode="json", by_alias=True, exclude={"idempotency_key", "recipients"},
+                             exclude_none=True)
+    if isinstance(recipients, list | tuple):
+        fields_["recipients"] = list(recipients)
+    return {name: hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:32]
+            for name, value in fields_.items()}
+
+
+def _existing_receipt(service_id: int, key: str, digest: dict[str, str] | None) -> Receipt | None:
+    """The first receipt for this service's key, or IdempotencyMismatch if this body differs from the first."""
     with db.session() as s:
-        stored = s.scalar(select(Campaign.receipt).where(Campaign.idempotency_key == key))
-    return Receipt.model_validate(stored) if stored else None
+        row = s.execute(select(Campaign.receipt, Campaign.idempotency_digest).where(
+            Campaign.service_id == service_id, Campaign.idempotency_key == key)).first()
+    if row is None or not row.receipt:
+        return None
+    first, now = row.idempotency_digest or {}, digest or {}
+    # A streamed submission has no recipients digest: then only the other fields can be compared.
+    comparable = set(first) | set(now) if "recipients" in first and "recipients" in now else \
+        (set(first) | set(now)) - {"recipients"}
+    differ = sorted(name for name in comparable if first.get(name) != now.get(name))
+    if differ:
+        raise IdempotencyMismatch(
+            "this idempotency key was used with another body; differing fields: " + ", ".join(differ),
+            [{"loc": [name], "msg": "differs from the first submission with this idempotency key",
+              "type": "idempotency_mismatch"} for name in differ])
+    return Receipt.model_validate(row.receipt)
 
 
 class _Tally:
@@ -122,7 +156,7 @@ class _Tally:
 
 
 # PostgreSQL text cannot hold NUL; a file with one in a field loses that recipient, not the campaign.
-NUL_REASON = "a field holds a NUL (\\u0000) character, which text cannot hold"
+NUL_REASON = "a field holds a NUL (\\u0000) or lone surrogate character, which text cannot hold"
 
 
 def read_recipient(raw: Any) -> tuple[str, Mapping[str, Any] | None, str | None, str | None]:
@@ -146,10 +180,10 @@ def read_recipient(raw: Any) -> tuple[str, Mapping[str, Any] | None, str | None,
     if client_ref is not None and (not isinstance(client_ref, str) or len(client_ref) > CLIENT_REF_MAX):
         raise InvalidRecipient(f"client_ref must be a string of at most {CLIENT_REF_MAX} characters")
     callback_url = raw.get("callback_url") or None
-    if callback_url is not None and not (isinstance(callback_url, str)
-                                         and callback_url.startswith(("http://", "https://"))):
-        raise InvalidRecipient("callback_url must be an http(s) URL")
-    if "\x00" in f"{client_ref or ''}{callback_url or ''}":
+    if callback_url is not None and not (isinstance(callback_url, str) and len(callback_url) <= CALLBACK_URL_MAX
+                                         and url_problem(callback_url) is None):
+        raise InvalidRecipient(f"callback_url must be an http(s) URL with a host, at most {CALLBACK_URL_MAX} characters")
+    if unstorable(f"{client_ref or ''}{callback_url or ''}"):
         raise InvalidRecipient(NUL_REASON)
     return phone, raw, client_ref, callback_url
 
@@ -161,7 +195,10 @@ def _store_recipients(s: Session, campaign: Campaign, recipients: Iterable[Any],
     cid, region_default, template = campaign.id, campaign.default_region, campaign.template
     placeholders = bool(fields(template))
     fixed = encode_info(template)
-    check_suppressions = s.scalar(select(Suppression.phone).limit(1)) is not None
+    settings = get_settings()
+    longest: dict[str | None, int | None] = {}  # per region, what its route's accounts can carry
+    listed = or_(Suppression.service_id == campaign.service_id, Suppression.service_id.is_(None))
+    check_suppressions = s.scalar(select(Suppression.phone).where(listed).limit(1)) is not None
     numbered: Iterator[tuple[int, Any]] = enumerate(recipients)
     while chunk := list(islice(numbered, CHUNK)):
         if chunk[-1][0] >= limit:
@@ -174,8 +211,14 @@ def _store_recipients(s: Session, campaign: Campaign, recipients: Iterable[Any],
                 phone, values, client_ref, callback_url = read_recipient(raw)
                 number = normalise(phone, region_default)
                 body = render(template, values or {}) if placeholders else None
-                if body is not None and "\x00" in body:
-                    raise InvalidRecipient(NUL_REASON)
+                if body is not None:
+                    if unstorable(body):
+                        raise InvalidRecipient(NUL_REASON)
+                    if number.region not in longest:
+                        longest[number.region] = routes.longest_text(settings, campaign.provider, number.region)
+                    if (limit_ := longest[number.region]) is not None and len(body) > limit_:
+                        raise InvalidRecipient(f"the rendered message has {len(body):,} characters; no provider "
+                                               f"account of its route takes more than {limit_:,}")
             except (InvalidRecipient, MissingField) as exc:
                 reason = str(exc)
                 rejections.append((cid, position, "invalid", reason, None))
@@ -195,7 +238,7 @@ def _store_recipients(s: Session, campaign: Campaign, recipients: Iterable[Any],
             positions.append(position)
         tally.submitted += len(chunk)
 
-        suppressed = _suppressed(s, {r[2] for r in rows}) if check_suppressions and rows else set()
+        suppressed = _suppressed(s, listed, {r[2] for r in rows}) if check_suppressions and rows else set()
         kept = []
         for row, position in zip(rows, positions):
             if row[2] in suppressed:
@@ -213,8 +256,8 @@ def _store_recipients(s: Session, campaign: Campaign, recipients: Iterable[Any],
     return tally
 
 
-def _suppressed(s: Session, phones: set[str]) -> set[str]:
-    return set(s.scalars(select(Suppression.phone).where(Suppression.phone.in_(phones))))
+def _suppressed(s: Session, listed, phones: set[str]) -> set[str]:
+    return set(s.scalars(select(Suppression.phone).where(listed, Suppression.phone.in_(phones))))
 
 
 def _write(s: Session, model: type, columns: tuple[str, ...], rows: list[tuple]) -> None:

@@ -116,11 +116,13 @@ def requeue(message_id: int, error: str, *, claimed_at: datetime | None = None) 
 
 
 def record_found(message_id: int, provider_message_id: str | None, raw_status: str,
-                 sent_at: datetime | None, cost: Decimal | None, *,
+                 sent_at: datetime | None, cost: Decimal | None, *, account: str,
                  claimed_at: datetime | None = None) -> bool:
-    """``sending -> sent``: a lookup found the message at the provider; its report follows."""
+    """``sending -> sent`` at ``account``: a lookup found the message there; its report follows
+    (and may touch only messages sent through that account, so the account is recorded)."""
     return _run(_claimed(message_id, claimed_at).values(
-        status=MessageStatus.SENT, provider_message_id=provider_message_id, raw_status=raw_status,
+        status=MessageStatus.SENT, provider=account, provider_message_id=provider_message_id,
+        raw_status=raw_status,
         sent_at=sent_at or now(), error=None, cost=func.coalesce(cost, Message.cost)))
 
 

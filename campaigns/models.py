@@ -20,10 +20,28 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: DateTime(timezone=True)}
 
 
+class Service(Base):
+    """A tenant: a service that uses Herald. It owns API keys, campaigns, idempotency keys and
+    suppressions; every API request sees only its own service's rows."""
+
+    __tablename__ = "services"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+# The service the migration made to own everything that existed before services did.
+DEFAULT_SERVICE_ID = 1
+
+
 class Campaign(Base):
     __tablename__ = "campaigns"
+    # Idempotency keys are per service: two services may use the same key independently.
+    __table_args__ = (UniqueConstraint("service_id", "idempotency_key", name="uq_campaigns_service_idempotency"),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id"), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
     sender: Mapped[str] = mapped_column(String(32))
     template: Mapped[str] = mapped_column(Text)
@@ -34,7 +52,10 @@ class Campaign(Base):
     concurrency: Mapped[int | None] = mapped_column(Integer)
     max_cost: Mapped[Decimal | None] = mapped_column(Money)
     callback_url: Mapped[str | None] = mapped_column(Text)
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    # Per field of the first submission, a digest: a reuse of the key with another body is
+    # refused naming the fields that differ, never answered with the first receipt.
+    idempotency_digest: Mapped[dict | None] = mapped_column(JSON)
     meta: Mapped[dict | None] = mapped_column("metadata", JSON)
     # The receipt as first returned, so an idempotent resubmission returns it unchanged.
     receipt: Mapped[dict | None] = mapped_column(JSON)
@@ -136,11 +157,19 @@ class DeliveryReport(Base):
 
 
 class Suppression(Base):
-    """Numbers that opted out: never sent to."""
+    """Numbers that opted out of one service (``service_id``), or of all (NULL: the global list)."""
 
     __tablename__ = "suppressions"
+    __table_args__ = (
+        UniqueConstraint("service_id", "phone", name="uq_suppressions_service_phone"),
+        # NULLs never collide in a unique constraint: the global list needs its own index.
+        Index("uq_suppressions_global_phone", "phone", unique=True, postgresql_where=text("service_id IS NULL"),
+              sqlite_where=text("service_id IS NULL")),
+    )
 
-    phone: Mapped[str] = mapped_column(String(20), primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    service_id: Mapped[int | None] = mapped_column(ForeignKey("services.id"))
+    phone: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
@@ -155,6 +184,7 @@ class ApiKey(Base):
     # The key's first characters, so an operator can tell keys apart without the key itself.
     prefix: Mapped[str] = mapped_column(String(16))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id"))
     scopes: Mapped[list] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     revoked_at: Mapped[datetime | None]

@@ -8,10 +8,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from campaigns.models import Suppression
+from campaigns.models import Campaign, Message, Suppression
 from campaigns.recipients import InvalidRecipient, normalise
 
 # The usual carrier opt-out keywords (CTIA/ICO practice), matched as the reply's first word.
@@ -32,8 +33,10 @@ def is_opt_out(text: str) -> bool:
     return bool(match) and match.group(0).replace("-", "").upper() in STOP_WORDS
 
 
-def record_inbound(s: Session, messages: list[InboundMessage]) -> int:
-    """Suppress every sender that opted out; returns how many numbers were newly suppressed."""
+def record_inbound(s: Session, account: str, messages: list[InboundMessage]) -> int:
+    """Suppress every sender that opted out, for each service that sent to that number through
+    ``account`` (a STOP answers the services that wrote, not every service); returns how many
+    (service, number) entries are new."""
     added = 0
     dialect = postgresql if s.bind.dialect.name == "postgresql" else sqlite
     for message in messages:
@@ -43,8 +46,11 @@ def record_inbound(s: Session, messages: list[InboundMessage]) -> int:
             number = normalise(message.sender).e164
         except InvalidRecipient:
             continue
-        added += s.execute(
-            dialect.insert(Suppression).values(phone=number, reason="replied STOP")
-            .on_conflict_do_nothing().returning(Suppression.phone)
-        ).first() is not None
+        senders = s.scalars(select(Campaign.service_id).distinct().join(Message).where(
+            Message.phone == number, Message.provider == account))
+        for service_id in senders:
+            added += s.execute(
+                dialect.insert(Suppression).values(service_id=service_id, phone=number, reason="replied STOP")
+                .on_conflict_do_nothing().returning(Suppression.phone)
+            ).first() is not None
     return added

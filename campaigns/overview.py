@@ -9,11 +9,13 @@ from campaigns.models import Campaign, Message
 from campaigns.statuses import FINAL
 
 
-def list_campaigns(status: str | None = None, limit: int = 50) -> list[dict]:
-    """The newest ``limit`` campaigns (of ``status``, if given) with their message counts."""
+def list_campaigns(status: str | None = None, limit: int = 50, service_id: int | None = None) -> list[dict]:
+    """The newest ``limit`` campaigns (of ``status`` and ``service_id``, if given) with their message counts."""
     query = select(Campaign).order_by(Campaign.created_at.desc(), Campaign.id).limit(limit)
     if status:
         query = query.where(Campaign.status == status)
+    if service_id is not None:
+        query = query.where(Campaign.service_id == service_id)
     with db.session() as s:
         rows = list(s.scalars(query))
         counts: dict = {}
@@ -30,7 +32,7 @@ def list_campaigns(status: str | None = None, limit: int = 50) -> list[dict]:
         accepted = sum(by_status.values())
         final = sum(n for st, n in by_status.items() if st in FINAL)
         out.append({
-            "campaign_id": str(c.id), "status": c.status, "sender": c.sender, "provider": c.provider,
+            "campaign_id": str(c.id), "service_id": c.service_id, "status": c.status, "sender": c.sender, "provider": c.provider,
             "submitted": c.submitted, "accepted": accepted, "final": final,
             "delivered": by_status.get("delivered", 0), "failed": by_status.get("failed", 0),
             "progress": round(final / accepted, 4) if accepted else 0.0,

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from campaigns import callbacks, clock
 from campaigns.aggregate import awaiting_outcome
 from campaigns.models import Campaign, DeliveryReport, Message
+from campaigns.schema import unstorable
 from campaigns.statuses import FINAL, CampaignStatus, MessageStatus, can_move, fold_parts, rank
 
 log = logging.getLogger(__name__)
@@ -44,17 +45,44 @@ class StatusReport:
         return (part, total) if total > 1 and 1 <= part <= total else None
 
 
+_MAX_BIGINT = 2**63 - 1
+_MONEY_LIMIT = Decimal(10) ** 8  # Money is NUMERIC(14, 6)
+
+
+def report_problem(report: StatusReport) -> tuple[str, str] | None:
+    """``(field, why)`` when a report holds a value its columns cannot store, else None.
+
+    Checked before anything is stored, so a hostile or broken report is a 422 naming the field,
+    never a database error.
+    """
+    for name, value, limit in (("raw_status", report.raw_status, 64),
+                               ("provider_message_id", report.provider_message_id, 128),
+                               ("error", report.error, 2000)):
+        if value is None:
+            continue
+        if not isinstance(value, str) or len(value) > limit or unstorable(value):
+            return name, f"must be text of at most {limit} characters, without NUL or lone surrogates"
+    if report.message_id is not None and not (
+            isinstance(report.message_id, int) and 0 < report.message_id <= _MAX_BIGINT):
+        return "message_id", "must be a positive 64-bit integer"
+    if report.cost is not None and not (
+            report.cost.is_finite() and -_MONEY_LIMIT < report.cost < _MONEY_LIMIT):
+        return "cost", f"must be a finite number below {_MONEY_LIMIT:,}"
+    # Years 1 and 9999 can leave datetime's range once their offset is applied.
+    if report.at is not None and not 1 < report.at.year < 9999:
+        return "at", "must be between the years 2 and 9998"
+    return None
+
+
 # Built once: a report costs two statements, and building them per report cost more than running them.
 _STORE_REPORT = insert(DeliveryReport.__table__)
 
 
 @functools.cache
-def _advance(status: MessageStatus, by_campaign: bool):
-    """The conditional UPDATE that moves a message up to ``status`` (never down), and nothing
-    outside the report's scope: its campaign (``cid``), else its provider's messages."""
+def _advance(status: MessageStatus):
+    """The conditional UPDATE that moves a matched message up to ``status`` (never down, never
+    from ``queued``: only what was handed to the provider can be reported on)."""
     t = Message.__table__
-    scope = (t.c.campaign_id == bindparam("cid")) if by_campaign else or_(
-        t.c.provider == bindparam("b_provider"), t.c.provider.is_(None))
     values: dict[str, Any] = {
         "status": status.value, "raw_status": bindparam("b_raw"),
         "cost": func.coalesce(bindparam("b_cost", type_=t.c.cost.type), t.c.cost),
@@ -62,25 +90,39 @@ def _advance(status: MessageStatus, by_campaign: bool):
     }
     if status in FINAL:
         values["final_at"] = bindparam("b_final_at", type_=t.c.final_at.type)
-    lower = [st.value for st in MessageStatus if rank(st) < rank(status)]
-    return (update(t).where(t.c.id == bindparam("mid"), t.c.status.in_(lower), scope)
+    return (update(t).where(t.c.id == bindparam("mid"), t.c.status.in_(_reportable_below(status)),
+                            or_(t.c.provider == bindparam("b_provider"), t.c.provider.is_(None)))
             .values(**values).returning(t.c.campaign_id, t.c.callback_url))
+
+
+def _reportable_below(status: MessageStatus) -> list[str]:
+    return [st.value for st in MessageStatus if rank(st) < rank(status) and st != MessageStatus.QUEUED]
+
+
+def _reportable(provider: str, campaign_id: uuid.UUID | None) -> list:
+    """What a report of ``provider`` may touch: messages handed to that account (never ``queued``),
+    and, for a campaign-bound webhook, only that campaign's."""
+    # A `sending` message has no provider yet until its send is recorded, and a fast provider's
+    # report can arrive first: in flight, it may be reported on; `queued` never.
+    scope = [Message.status != MessageStatus.QUEUED.value,
+             or_(Message.provider == provider,
+                 Message.provider.is_(None) & (Message.status == MessageStatus.SENDING.value))]
+    return scope + ([Message.campaign_id == campaign_id] if campaign_id is not None else [])
 
 
 def apply_report(s: Session, provider: str, report: StatusReport, payload: dict, *,
                  campaign_id: uuid.UUID | None = None) -> bool:
     """Store the raw report, then move the message forward if the report is news. True if it moved.
 
-    ``campaign_id`` confines the report to one campaign's messages (the campaign-bound webhook);
-    without it the report may only touch messages of ``provider`` (the account-bound webhook, polls).
+    The report names a message by Herald's id or the provider's reference; it is stored against
+    that message only if the report may touch it (``_reportable``), else kept raw as unmatched
+    (message_id NULL), so it changes nothing, not even a later fold of part reports.
     """
-    scope = [Message.campaign_id == campaign_id] if campaign_id is not None else [
-        or_(Message.provider == provider, Message.provider.is_(None))]
-    message_id = report.message_id
-    if message_id is None and report.provider_message_id:
-        message_id = s.scalar(select(Message.id).where(
-            Message.provider == provider, Message.provider_message_id == report.provider_message_id,
-            *scope))
+    message_id = None
+    if report.message_id is not None or report.provider_message_id:
+        named = (Message.id == report.message_id) if report.message_id is not None else (
+            Message.provider_message_id == report.provider_message_id)
+        message_id = s.scalar(select(Message.id).where(named, *_reportable(provider, campaign_id)))
     parts = report.parts
     if parts and message_id is not None and report.status is not None:
         # Parts of one message arriving together must see each other: serialise on the row.
@@ -102,14 +144,14 @@ def apply_report(s: Session, provider: str, report: StatusReport, payload: dict,
     if parts:
         status, cost, at = _fold(s, message_id, parts[1])
     # One conditional UPDATE: of N concurrent copies of a report, exactly one matches.
-    moved = conn.execute(_advance(status, campaign_id is not None), {
-        "mid": message_id, "cid": campaign_id, "b_provider": provider, "b_raw": report.raw_status,
+    moved = conn.execute(_advance(status), {
+        "mid": message_id, "b_provider": provider, "b_raw": report.raw_status,
         "b_cost": cost, "b_error": report.error or None, "b_final_at": (at or clock.now()) if status in FINAL else None,
     }).first()
     if moved is None:
         if parts and cost is not None:
             # A late part still adds its price: the cost is every part's, whatever the order.
-            s.execute(update(Message).where(Message.id == message_id, *scope).values(cost=cost))
+            s.execute(update(Message).where(Message.id == message_id).values(cost=cost))
         return False
     if status in FINAL and moved.callback_url:
         callbacks.queue_message_callback(s, moved.campaign_id, message_id, moved.callback_url)
@@ -124,14 +166,19 @@ def apply_reports(s: Session, provider: str, items: list[tuple[StatusReport, dic
     """
     refs = {r.provider_message_id for r, _ in items if r.message_id is None and r.provider_message_id}
     by_ref = dict(s.execute(select(Message.provider_message_id, Message.id).where(
-        Message.provider == provider, Message.provider_message_id.in_(refs))).all()) if refs else {}
+        Message.provider_message_id.in_(refs), *_reportable(provider, None))).all()) if refs else {}
+    named = {r.message_id for r, _ in items if r.message_id is not None}
+    known = set(s.scalars(select(Message.id).where(
+        Message.id.in_(named), *_reportable(provider, None)))) if named else set()
     single: list[tuple[StatusReport, dict, int | None]] = []
     moved = 0
     for report, payload in items:
         if report.parts:  # parts fold against each other row by row
             moved += apply_report(s, provider, report, payload)
             continue
-        single.append((report, payload, report.message_id or by_ref.get(report.provider_message_id)))
+        mid = report.message_id if report.message_id in known else (
+            by_ref.get(report.provider_message_id) if report.message_id is None else None)
+        single.append((report, payload, mid))
     if not single:
         return moved
     s.execute(insert(DeliveryReport), [
@@ -148,7 +195,7 @@ def apply_reports(s: Session, provider: str, items: list[tuple[StatusReport, dic
     now = clock.now()
     for status in {r.status for r in best.values()}:
         # Inlined constants: an expanding IN cannot be part of an executemany.
-        lower = [literal_column(f"'{st.value}'") for st in MessageStatus if rank(st) < rank(status)]
+        lower = [literal_column(f"'{st}'") for st in _reportable_below(status)]
         final = status in FINAL
         rows = [{"mid": mid, "b_raw": r.raw_status, "b_cost": r.cost, "b_error": r.error,
                  "b_final_at": (r.at or now) if final else None}

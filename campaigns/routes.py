@@ -24,6 +24,14 @@ def cannot_carry(account: ProviderAccount, sender: str, text: str) -> str | None
     return None
 
 
+def longest_text(settings: Settings, target: str, region: str | None) -> int | None:
+    """The longest message text some account of ``target`` can carry to ``region`` (None: no limit)."""
+    limits = [ports.capabilities(settings.providers[a].kind).max_chars for a in candidates(settings, target, region)]
+    if not limits or None in limits:
+        return None
+    return max(limits)
+
+
 def candidates(settings: Settings, target: str, region: str | None) -> list[str]:
     """The accounts that may carry a message to ``region``, in the route's order."""
     if target in settings.providers:

@@ -34,14 +34,56 @@ class SendWindow(BaseModel):
         return self
 
 
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(_has_nul(v) for v in value)
+def unstorable(text: str) -> bool:
+    """PostgreSQL text holds neither NUL nor a lone surrogate (it cannot be UTF-8 encoded)."""
+    if "\x00" in text:
+        return True
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
     return False
+
+
+def _has_unstorable(value: Any) -> bool:
+    if isinstance(value, str):
+        return unstorable(value)
+    if isinstance(value, dict):
+        return any(_has_unstorable(k) or _has_unstorable(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_unstorable(v) for v in value)
+    return False
+
+
+class ShapeError(ValueError):
+    """A JSON body nested too deeply or with too many items; ``too_large`` answers 413, else 422."""
+
+    def __init__(self, message: str, path: list, too_large: bool):
+        super().__init__(message)
+        self.path, self.too_large = path, too_large
+
+
+def check_shape(value: Any, *, max_depth: int, max_items: int | None = None, path: list | None = None) -> None:
+    """Refuse (ShapeError) JSON nested deeper than ``max_depth``, an array or object of more
+    than ``max_items`` items, or a string PostgreSQL cannot store. Stops at the first problem."""
+    path = path or []
+    if isinstance(value, str):
+        if unstorable(value):
+            raise ShapeError("text may not contain NUL (\\u0000) or lone surrogate characters", path, False)
+        return
+    if not isinstance(value, dict | list):
+        return
+    if len(path) >= max_depth:
+        raise ShapeError(f"JSON nested deeper than {max_depth} levels", path, False)
+    if max_items is not None and len(value) > max_items:
+        raise ShapeError(f"more than {max_items:,} items in one array or object", path, True)
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        if isinstance(key, str) and unstorable(key):
+            raise ShapeError("a key may not contain NUL or lone surrogate characters", path, False)
+        check_shape(item, max_depth=max_depth, max_items=max_items, path=[*path, key])
 
 
 class CampaignSpec(BaseModel):
@@ -52,16 +94,17 @@ class CampaignSpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_nul(cls, data: Any) -> Any:
-        # PostgreSQL text cannot hold NUL: refuse it here, by name, rather than fail at the database.
-        if _has_nul(data):
-            raise ValueError("text may not contain NUL (\\u0000) characters")
+        # PostgreSQL text cannot hold NUL or a lone surrogate: refuse them here, by name, rather
+        # than fail at the database.
+        if _has_unstorable(data):
+            raise ValueError("text may not contain NUL (\\u0000) or lone surrogate characters")
         return data
 
     sender: str = Field(alias="from", min_length=1, max_length=32)
     message: str = Field(min_length=1, max_length=1600)
     default_region: str | None = Field(default=None, min_length=2, max_length=2)
-    provider: str | None = None
-    route: str | None = None
+    provider: str | None = Field(default=None, max_length=64)
+    route: str | None = Field(default=None, max_length=64)
     scheduled_at: datetime | None = None
     send_now: bool = False
     send_window: SendWindow | None = None
@@ -70,10 +113,28 @@ class CampaignSpec(BaseModel):
     # HERALD_HIGH_PRIORITY_KEYS (over HTTP).
     priority: Literal["high", "normal", "bulk"] = "normal"
     # The column is NUMERIC(14, 6): a larger cap would fail at the database instead of here.
-    max_cost: Decimal | None = Field(default=None, ge=0, lt=10**8)
-    callback_url: str | None = None
-    idempotency_key: str | None = Field(default=None, max_length=255)
+    max_cost: Decimal | None = Field(default=None, ge=0, lt=10**8, max_digits=14, decimal_places=6,
+                                     allow_inf_nan=False)
+    callback_url: str | None = Field(default=None, max_length=2048,
+                                     description="http(s) URL told when the campaign ends")
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
     metadata: dict[str, Any] | None = None
+
+    @field_validator("callback_url")
+    @classmethod
+    def _web_url(cls, value: str | None) -> str | None:
+        from campaigns.callbacks import url_problem
+
+        if value is not None and (problem := url_problem(value)):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _shallow(cls, value: dict | None) -> dict | None:
+        if value is not None:
+            check_shape(value, max_depth=8, max_items=1000)
+        return value
 
     @field_validator("scheduled_at")
     @classmethod
@@ -81,7 +142,10 @@ class CampaignSpec(BaseModel):
         # A time without an offset is UTC; stored as UTC so every database compares it alike.
         if value is None:
             return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        try:
+            return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        except OverflowError:  # year 9999 with a negative offset is past the end of time in UTC
+            raise ValueError("scheduled_at is out of range") from None
 
 
 # Over the wire a recipient is a string or an object: its fields are checked per recipient at

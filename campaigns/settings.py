@@ -85,6 +85,17 @@ class Settings(BaseSettings):
     callback_secret: SecretStr | None = None
     # Deliveries of one callback before it is given up.
     callback_max_attempts: int = 12
+    # Callbacks to loopback, private, link-local, multicast or reserved addresses are refused
+    # (a callback URL must not reach the host's own network); tests and the demo allow them.
+    callback_allow_private: bool = False
+    # Request body limits, refused with 413 from Content-Length or while streaming. Intake's
+    # default (None) is sized for max_recipients: 256 bytes per recipient plus 64 KiB.
+    webhook_max_bytes: int = Field(default=1_000_000, ge=1)
+    intake_max_bytes: int | None = Field(default=None, ge=1)
+    request_max_bytes: int = Field(default=4_000_000, ge=1)
+    # Reports (array items) in one webhook body, and nesting depth of any JSON body.
+    webhook_max_reports: int = Field(default=1000, ge=1)
+    json_max_depth: int = Field(default=32, ge=2)
     # Limits over every provider account together; unset means none.
     global_rate_per_s: float | None = None
     global_burst: int = 1

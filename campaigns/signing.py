@@ -18,18 +18,19 @@ def secret_fingerprint() -> str:
     return _token("herald-secret-fingerprint")[:8]
 
 
-def webhook_token(campaign_id: str) -> str:
-    """Unguessable, bound to one campaign: a provider can report only on what it was given."""
-    return _token(f"webhook:{campaign_id}")
+def webhook_token(account: str, campaign_id: str) -> str:
+    """Unguessable, bound to one provider account and one campaign: a provider can report only
+    on what it was given, and the token is worthless under another account's path."""
+    return _token(f"webhook:{account}:{campaign_id}")
 
 
-def valid_webhook_token(campaign_id: str, token: str) -> bool:
-    return hmac.compare_digest(webhook_token(campaign_id), token)
+def valid_webhook_token(account: str, campaign_id: str, token: str) -> bool:
+    return hmac.compare_digest(webhook_token(account, campaign_id), token)
 
 
 def webhook_url(account: str, campaign_id: str) -> str:
     base = get_settings().public_url.rstrip("/")
-    return f"{base}/v1/webhooks/{account}/{campaign_id}/{webhook_token(campaign_id)}"
+    return f"{base}/v1/webhooks/{account}/{campaign_id}/{webhook_token(account, campaign_id)}"
 
 
 def account_webhook_token(account: str, event: str) -> str:

@@ -118,11 +118,13 @@ def service_env(pg_url, redis_url, emulator, api_server) -> dict[str, str]:
         "HERALD_PUBLIC_URL": api_server.url,
         "HERALD_PROVIDERS": _accounts_json(emulator.url),
         "HERALD_DEFAULT_PROVIDER": "tiko",
+        "HERALD_CALLBACK_ALLOW_PRIVATE": "true",  # test receivers listen on 127.0.0.1
     }
     # Subprocesses get `env`; this process gets the same values without touching os.environ.
     settings = configure(Settings(
         database_url=pg_url, broker_url=redis_url, redis_url=redis_url, secret_key=SECRET,
         public_url=api_server.url, providers=provider_accounts(emulator.url), default_provider="tiko",
+        callback_allow_private=True,
     ))
     configure_app(settings)
     from campaigns import migrate
@@ -151,6 +153,7 @@ def services(service_env):
     configure_app(configure(settings))
     with db.session() as s:
         s.execute(text("TRUNCATE campaigns, messages, rejections, delivery_reports, suppressions, api_keys CASCADE"))
+        s.execute(text("DELETE FROM services WHERE id <> 1"))  # the migration's `default` stays
     redis_lib.Redis.from_url(env["HERALD_REDIS_URL"]).flushdb()
     return env
 

@@ -64,4 +64,4 @@ def test_a_nul_byte_in_a_csv_field_loses_that_recipient_only(services, tmp_path)
     receipt = json.loads(submitted.stdout)
     assert (receipt["accepted"], receipt["invalid"]) == (2, 2), receipt
     assert {r["reason"] for r in receipt["invalid_reasons"]} == {
-        "a field holds a NUL (\\u0000) character, which text cannot hold"}
+        "a field holds a NUL (\\u0000) or lone surrogate character, which text cannot hold"}

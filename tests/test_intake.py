@@ -93,7 +93,7 @@ def test_one_bad_recipient_never_sinks_the_campaign(services):
     assert [r.reason for r in receipt.invalid_reasons] == [
         "missing template field 'name'",
         "client_ref must be a string of at most 255 characters",
-        "callback_url must be an http(s) URL",
+        "callback_url must be an http(s) URL with a host, at most 2048 characters",
         "the number must be a string",
         "no number under 'to' or 'number'",
         "a recipient must be a string or an object",
@@ -113,8 +113,18 @@ def test_one_bad_recipient_never_sinks_the_campaign(services):
 def test_idempotency_key_returns_the_first_receipt_and_writes_nothing(services):
     first = intake.submit(_spec(idempotency_key="k-1"), list(_numbers(10)))
     before = _rows()
-    again = intake.submit(_spec(idempotency_key="k-1", message="different"), list(_numbers(20)))
-    assert again == first
+    assert intake.submit(_spec(idempotency_key="k-1"), list(_numbers(10))) == first
+    assert _rows() == before
+
+
+def test_an_idempotency_key_reused_with_another_body_is_refused_naming_the_fields(services):
+    from campaigns.errors import IdempotencyMismatch
+
+    intake.submit(_spec(idempotency_key="k-1"), list(_numbers(10)))
+    before = _rows()
+    with pytest.raises(IdempotencyMismatch) as caught:
+        intake.submit(_spec(idempotency_key="k-1", message="different"), list(_numbers(20)))
+    assert {e["loc"][0] for e in caught.value.errors} == {"message", "recipients"}
     assert _rows() == before
 
 
@@ -122,12 +132,12 @@ def test_personalised_bodies_are_stored_with_their_own_segments(services):
     receipt = intake.submit(_spec(message="Hi {name}!"), [
         {"to": "+447400000001", "name": "Ann"},
         {"to": "+447400000002", "name": "Ярослава"},       # UCS-2
-        {"to": "+447400000003", "name": "x" * 200},        # two GSM-7 parts
+        {"to": "+447400000003", "name": "Я" * 100},        # two UCS-2 parts, within TikoSMS's 160 characters
     ])
     with db.session() as s:
         rows = s.execute(select(Message.body, Message.encoding, Message.segments).where(
             Message.campaign_id == uuid.UUID(receipt.campaign_id)).order_by(Message.phone)).all()
-    assert [(r.encoding, r.segments) for r in rows] == [("GSM7", 1), ("UCS2", 1), ("GSM7", 2)]
+    assert [(r.encoding, r.segments) for r in rows] == [("GSM7", 1), ("UCS2", 1), ("UCS2", 2)]
     assert rows[0].body == "Hi Ann!"
     assert receipt.segments == 4
 

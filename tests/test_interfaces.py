@@ -46,13 +46,13 @@ def _write_csv(path, rows):
 def test_four_interfaces_return_the_same_receipt(services, start_worker, api_client, tmp_path):
     from worker.app import app
 
-    suppressions.add(["07400 654321"], region="GB")
+    suppressions.add(["07400 654321"], service_id=1, region="GB")
     submission = {**SPEC, "recipients": RECIPIENTS}
 
     python = campaigns.submit(submission).model_dump(mode="json")
 
     start_worker("--pool", "threads", "--concurrency", "2")
-    celery = app.send_task("campaigns.submit", kwargs=submission).get(timeout=60)
+    celery = app.send_task("campaigns.submit", kwargs={**submission, "service": "default"}).get(timeout=60)
 
     response = api_client.post("/v1/campaigns", json=submission)
     assert response.status_code == 201, response.text
@@ -78,12 +78,13 @@ def test_four_interfaces_return_the_same_receipt(services, start_worker, api_cli
     # The same idempotency key through every interface: the first campaign's receipt, unchanged.
     keyed = {**submission, "idempotency_key": "order-77"}
     first = campaigns.submit(keyed).model_dump(mode="json")
-    assert app.send_task("campaigns.submit", kwargs=keyed).get(timeout=60) == first
+    assert app.send_task("campaigns.submit", kwargs={**keyed, "service": "default"}).get(timeout=60) == first
     assert api_client.post("/v1/campaigns", json=keyed).json() == first
     assert json.loads(_cli(services, "submit", str(csv_file), *flags, "--idempotency-key", "order-77").stdout) == first
 
     # A refusal reaches the Celery caller as SubmissionError with its field paths.
-    result = app.send_task("campaigns.submit", kwargs={"from": "", "message": "Hi", "recipients": []})
+    result = app.send_task("campaigns.submit", kwargs={"service": "default", "from": "", "message": "Hi",
+                                                           "recipients": []})
     with pytest.raises(SubmissionError) as caught:
         result.get(timeout=60)
     assert {tuple(e["loc"]) for e in caught.value.errors} == {("from",), ("recipients",)}
@@ -162,7 +163,7 @@ def test_suppressions_over_http_and_cli(services, api_client):
     assert api_client.delete(f"{url}/%2B447400123456").status_code == 404
     removed = json.loads(_cli(services, "suppress", "remove", "+254712345678", "--json").stdout)
     assert removed["changed"] == 1
-    assert [e.phone for e in suppressions.entries()] == ["+254712345679"]
+    assert [e.phone for e in suppressions.entries(service_id=1)] == ["+254712345679"]
 
     receipt = campaigns.submit({**SPEC, "message": "Hi", "default_region": "KE",
                                 "recipients": ["0712 345 679", "0712 345 678"]})

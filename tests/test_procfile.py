@@ -22,9 +22,9 @@ def procfile() -> dict[str, str]:
 def run_entry(services, tmp_path):
     procs = []
 
-    def run(name: str, port: int | None = None) -> tuple[subprocess.Popen, Path]:
+    def run(name: str, port: int | None = None, env: dict | None = None) -> tuple[subprocess.Popen, Path]:
         log = tmp_path / f"{name}.log"
-        env = {**os.environ, **services, **({"PORT": str(port)} if port else {})}
+        env = {**os.environ, **services, **({"PORT": str(port)} if port else {}), **(env or {})}
         bindir = Path(os.sys.executable).parent
         env["PATH"] = f"{bindir}:{env.get('PATH', '')}"
         proc = subprocess.Popen(["bash", "-c", procfile()[name]], cwd=tmp_path, env=env,
@@ -58,9 +58,15 @@ def test_beat_entry_starts_and_sends_jobs(run_entry):
     assert proc.poll() is None, log.read_text()[-2000:]
 
 
+def test_flower_entry_refuses_to_start_without_authentication(run_entry):
+    proc, log = run_entry("flower", free_port(), env={"FLOWER_BASIC_AUTH": "", "FLOWER_AUTH": ""})
+    assert proc.wait(30) == 1
+    assert "FLOWER_BASIC_AUTH" in log.read_text()
+
+
 def test_flower_entry_serves(run_entry):
     port = free_port()
-    proc, log = run_entry("flower", port)
+    proc, log = run_entry("flower", port, env={"FLOWER_BASIC_AUTH": "ops:secret"})
 
     def up():
         try:

@@ -123,13 +123,13 @@ recipient = st.one_of(
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(recipient, min_size=1, max_size=40), st.lists(st.sampled_from(_VALID), max_size=4))
 def test_every_recipient_is_counted_once(store, recipients, opted_out):
-    suppressions.add(opted_out)
+    suppressions.add(opted_out, service_id=1)
     receipt = intake.submit(_spec("GB"), recipients)
 
     assert receipt.accepted + receipt.duplicates + receipt.invalid + receipt.suppressed == len(recipients)
     phones = _phones(receipt.campaign_id)
     assert len(phones) == receipt.accepted == len(set(phones))
-    suppressed = {e.phone for e in suppressions.entries()}
+    suppressed = {e.phone for e in suppressions.entries(service_id=1)}
     assert not suppressed & set(phones)
     for phone in phones:
         parsed = phonenumbers.parse(phone)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from campaigns import clock, db
 from campaigns.callbacks import retry_delay
@@ -135,12 +135,18 @@ def test_stop_replies_suppress_the_sender_and_nothing_else(services):
     from campaigns.optout import InboundMessage, record_inbound
 
     phones = numbers(3, seed=61)
+    first = stored_campaign(phones)
+    with db.session() as s:  # as if sent through tiko
+        s.execute(text("UPDATE messages SET provider = 'tiko', status = 'sent' WHERE campaign_id = :c"),
+                  {"c": first})
     with db.session() as s:
-        added = record_inbound(s, [InboundMessage(phones[0], "STOP"), InboundMessage(phones[1], "thanks!"),
-                                   InboundMessage(phones[0], "stop"), InboundMessage("garbage", "STOP")])
+        added = record_inbound(s, "tiko", [InboundMessage(phones[0], "STOP"), InboundMessage(phones[1], "thanks!"),
+                                           InboundMessage(phones[0], "stop"), InboundMessage("garbage", "STOP")])
+        # The same STOP through an account that never sent to the number suppresses nothing.
+        assert record_inbound(s, "other", [InboundMessage(phones[2], "STOP")]) == 0
     assert added == 1
     with db.session() as s:
-        assert list(s.scalars(select(Suppression.phone))) == [phones[0]]
+        assert list(s.execute(select(Suppression.service_id, Suppression.phone))) == [(1, phones[0])]
     receipt = stored_campaign(phones)
     assert campaign_report(receipt)["suppressed"] == 1
 
@@ -200,9 +206,13 @@ def test_a_mobsms_stop_reply_through_the_incoming_webhook_suppresses_the_sender(
     configure(previous.model_copy(update={"providers": {**previous.providers, "mob": mob}}))
     try:
         phones = numbers(2, seed=83)
+        sent = stored_campaign(phones)
+        with db.session() as s:  # as if sent through mob: a STOP suppresses for the services that sent
+            s.execute(text("UPDATE messages SET provider = 'mob', status = 'sent' WHERE campaign_id = :c"),
+                      {"c": sent})
         url = account_webhook_url("mob", "incoming")
-        for phone, text in ((phones[0], "STOP please"), (phones[1], "Thanks!")):
-            row = {"id": 55, "sender_number": phone, "message": text, "status": "received",
+        for phone, reply in ((phones[0], "STOP please"), (phones[1], "Thanks!")):
+            row = {"id": 55, "sender_number": phone, "message": reply, "status": "received",
                    "direction": "inbound", "created_at": "2026-06-08T09:00:00.000000Z"}
             answer = httpx.post(url, json={"event": "incoming", "data": row,
                                            "timestamp": "2026-06-08T09:00:01Z"}, timeout=10)

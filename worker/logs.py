@@ -6,6 +6,7 @@ import contextvars
 import json
 import logging
 import re
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -21,6 +22,8 @@ class JsonFormatter(logging.Formatter):
         data.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            data["exc"] = record.exc_text
         return json.dumps(data, default=str)
 
 
@@ -41,6 +44,40 @@ class RedactWebhookTokens(logging.Filter):
         redacted = _WEBHOOK_TOKEN.sub(r"\1<token>", message)
         if redacted != message:
             record.msg, record.args = redacted, None
+        return True
+
+
+REDACTED = "<redacted>"
+# Tasks whose arguments and result may hold numbers and text (their callers put them there).
+PERSONAL_TASKS = frozenset({"campaigns.submit"})
+
+
+def exception_outline(exc: BaseException) -> str:
+    """A traceback's frames and exception types, without any exception's message: a message can
+    quote the data that failed (a driver's "Key (phone)=(...)", a template's text)."""
+    lines = ["Traceback (most recent call last):"]
+    for frame in traceback.extract_tb(exc.__traceback__):
+        lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
+    chain, cause = [type(exc).__qualname__], exc.__cause__ or exc.__context__
+    while cause is not None and len(chain) < 10:
+        chain.append(type(cause).__qualname__)
+        cause = cause.__cause__ or cause.__context__
+    return "\n".join([*lines, " <- ".join(chain) + " (message withheld)"])
+
+
+class RedactPersonalData(logging.Filter):
+    """Tracebacks keep frames and types only; Celery's lines about a personal task lose its
+    arguments, result and exception text (the received line's ``data`` extra too)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text, record.exc_info = exception_outline(record.exc_info[1]), None
+        fields = record.args if isinstance(record.args, dict) else None
+        if fields is not None and fields.get("name") in PERSONAL_TASKS:
+            record.args = {**fields, **{k: REDACTED for k in ("args", "kwargs", "return_value", "exc")
+                                        if k in fields}}
+            if isinstance(getattr(record, "data", None), dict):
+                record.data = record.args
         return True
 
 
@@ -66,7 +103,7 @@ class ContextIds(logging.Filter):
 
 
 def _install_filters(handler: logging.Handler) -> None:
-    for f in (ContextIds(), RedactWebhookTokens()):
+    for f in (ContextIds(), RedactWebhookTokens(), RedactPersonalData()):
         if not any(type(existing) is type(f) for existing in handler.filters):
             handler.addFilter(f)
 

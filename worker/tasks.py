@@ -5,24 +5,53 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from celery.worker.request import Request
 from sqlalchemy.exc import OperationalError
 
 from campaigns.settings import get_settings
 from campaigns.statuses import MessageStatus
 from worker import queues
 from worker.app import MAX_COUNTDOWN_S, app
-from worker.logs import log_context
+from worker.logs import REDACTED, log_context
 from worker.send import cancel, dispatch, fanout, settle
 
 
-@app.task(name="campaigns.submit", ignore_result=False)
-def submit(**submission: Any) -> dict:
-    """Another service submits a campaign with only the broker: ``send_task("campaigns.submit", kwargs=...)``."""
+class RedactedRequest(Request):
+    """For a task whose arguments carry numbers and text: Celery's own log lines and events
+    (so Flower too) show its arguments, result and exception text as ``<redacted>``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._argsrepr = self._kwargsrepr = REDACTED
+        # The trace's success line reads these from the request dict, not from the properties.
+        self._request_dict["argsrepr"] = self._request_dict["kwargsrepr"] = REDACTED
+
+    def send_event(self, type, **fields):
+        if "result" in fields:
+            fields["result"] = REDACTED
+        if "exception" in fields:  # keep the exception's type, drop what it says
+            fields["exception"] = str(fields["exception"]).split("(", 1)[0] + f"({REDACTED})"
+        if "traceback" in fields:
+            fields["traceback"] = REDACTED
+        return super().send_event(type, **fields)
+
+
+@app.task(name="campaigns.submit", ignore_result=False, Request=RedactedRequest)
+def submit(service: str | None = None, **submission: Any) -> dict:
+    """Another service submits a campaign with only the broker: ``send_task("campaigns.submit",
+    kwargs={"service": "billing", ...})``. The broker is inside the trust boundary: whoever can
+    publish there may name any service, so ``service`` is required, never assumed."""
     import campaigns
     from campaigns.clock import now
+    from campaigns.errors import NotFound, SubmissionError
     from campaigns.recurring import resolve_slot
 
-    return campaigns.submit(resolve_slot(submission, now())).model_dump(mode="json")
+    if not isinstance(service, str) or not service:
+        raise SubmissionError.at(["service"], "campaigns.submit needs the name of its service", "missing")
+    try:
+        return campaigns.submit(resolve_slot(submission, now()), service=service).model_dump(mode="json")
+    except NotFound:
+        raise SubmissionError.at(["service"], "no such service", "unknown_service") from None
 
 
 def publish_sends(ids: list[int], queue: str = queues.SEND, token: fanout.Token | None = None) -> None:

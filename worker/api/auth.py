@@ -8,13 +8,14 @@ their signed URL tokens instead; health, metrics and the API documents are open.
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 
 from campaigns import apikeys
+from campaigns.services import Tenant
 
 PROTECTED = "/v1/"
 OPEN_UNDER_PROTECTED = ("/v1/webhooks/",)
@@ -41,7 +42,7 @@ def check(authorization: str | None, scope: str) -> tuple[JSONResponse | None, a
     info = apikeys.authenticate(key.strip())
     if info is None:
         return _refuse(401, "unknown or revoked API key"), None
-    if scope not in info.scopes:
+    if scope not in info.scopes and apikeys.ADMIN not in info.scopes:
         return _refuse(403, f"this API key lacks the {scope} scope"), None
     return None, info
 
@@ -60,7 +61,13 @@ class ApiKeyMiddleware:
                     return
                 scope.setdefault("state", {})["api_key_id"] = info.id
                 scope["state"]["api_key_name"] = info.name
+                scope["state"]["tenant"] = info.tenant
         await self.app(scope, receive, send)
+
+
+def tenant(request: Request) -> Tenant:
+    """The service a /v1 request acts for (a FastAPI dependency; the middleware put it there)."""
+    return request.state.tenant
 
 
 def install(app: FastAPI) -> None:

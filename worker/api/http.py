@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -12,24 +12,28 @@ from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
 import campaigns
-from campaigns import db, lifecycle
-from campaigns.errors import ConfigurationError, InvalidReport, InvalidTransition, NotFound, SubmissionError
+from campaigns import db, lifecycle, services
+from campaigns.errors import (
+    ConfigurationError, Forbidden, IdempotencyMismatch, InvalidReport, InvalidTransition, NotFound, SubmissionError,
+)
 from campaigns.listing import list_messages
 from campaigns.optout import record_inbound
 from campaigns.aggregate import campaign_report
-from campaigns.reports import StatusReport
-from campaigns.schema import Receipt, Submission
+from campaigns.reports import StatusReport, report_problem
+from campaigns.schema import Receipt, ShapeError, Submission, check_shape
 from campaigns.settings import get_settings
+from campaigns.services import Tenant
 from campaigns.signing import secret_fingerprint, valid_account_webhook_token, valid_webhook_token
 from worker import metrics
 from worker.app import app as celery_app
-from worker.api import auth, health, intake as http_intake
+from worker.api import auth, health, intake as http_intake, limits
 from worker.providers import get_provider
 from worker.api.webhook_batch import Batcher, Item
 
 
 _NOT_FOUND = {404: {"description": "no such campaign"}}
 _CONTROL_ERRORS = {**_NOT_FOUND, 409: {"description": "the campaign's status does not allow this"}}
+_IDEMPOTENCY = {409: {"description": "the idempotency key was used with another body; `detail` names the fields"}}
 
 
 def create_served_app() -> FastAPI:
@@ -44,6 +48,7 @@ def create_app() -> FastAPI:
     app = FastAPI(title="Herald", version="0.1.0",
                   description="Bulk SMS campaign dispatch: intake, status and delivery reports.")
     auth.install(app)
+    app.add_middleware(limits.BodyLimitMiddleware)  # outermost: a body too large is refused first
     reports_batch = Batcher()  # delivery reports arriving together are applied together
 
     @app.exception_handler(OperationalError)
@@ -57,7 +62,7 @@ def create_app() -> FastAPI:
     @app.exception_handler(SubmissionError)
     async def _refused(_request: Request, exc: SubmissionError):
         return JSONResponse({"detail": [{"type": "submission_error", **e, "loc": ["body", *e["loc"]]} for e in exc.errors]},
-                            status_code=422)
+                            status_code=409 if isinstance(exc, IdempotencyMismatch) else 422)
 
     @app.exception_handler(RequestValidationError)
     async def _malformed(_request: Request, exc: RequestValidationError):
@@ -67,6 +72,10 @@ def create_app() -> FastAPI:
     @app.exception_handler(NotFound)
     async def _not_found(_request: Request, exc: NotFound):
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_request: Request, exc: Forbidden):
+        return JSONResponse({"detail": str(exc)}, status_code=403)
 
     @app.exception_handler(InvalidTransition)
     async def _conflict(_request: Request, exc: InvalidTransition):
@@ -90,45 +99,50 @@ def create_app() -> FastAPI:
         """Prometheus metrics: state counted from the database and broker, plus worker events."""
         return Response(generate_latest(metrics.registry(state_of=celery_app)), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/campaigns", response_model=Receipt, status_code=201,
-              responses={403: {"description": "this API key may not submit high-priority campaigns"}})
-    def submit_campaign(submission: Submission, request: Request) -> Receipt:
+    @app.post("/v1/campaigns", response_model=Receipt, status_code=201, responses={
+        **_IDEMPOTENCY, 403: {"description": "this API key may not submit high-priority campaigns"}})
+    def submit_campaign(submission: Submission, request: Request,
+                        tenant: Tenant = Depends(auth.tenant)) -> Receipt:
         if submission.priority == "high" and (
                 request.state.api_key_name not in get_settings().high_priority_keys):
             raise HTTPException(403, "this API key may not submit high-priority campaigns "
                                      "(HERALD_HIGH_PRIORITY_KEYS lists the key names that may)")
-        return campaigns.submit(submission)
+        return campaigns.submit(submission, service=tenant.service_id)
 
     app.include_router(http_intake.router)
 
+    # Every campaign route first checks the caller's service owns the campaign: another
+    # service's campaign is a 404 exactly like a missing one.
     @app.get("/v1/campaigns/{campaign_id}", responses=_NOT_FOUND)
-    def get_campaign(campaign_id: uuid.UUID) -> dict:
+    def get_campaign(campaign_id: uuid.UUID, tenant: Tenant = Depends(auth.tenant)) -> dict:
         """The exact aggregate: counts per status, delivery rate, cost, latency, per provider and country."""
-        return campaign_report(campaign_id)
+        return campaign_report(services.check_campaign(campaign_id, tenant))
 
     @app.post("/v1/campaigns/{campaign_id}/pause", responses=_CONTROL_ERRORS)
-    def pause_campaign(campaign_id: uuid.UUID) -> dict:
+    def pause_campaign(campaign_id: uuid.UUID, tenant: Tenant = Depends(auth.tenant)) -> dict:
         """No new send starts; sends already at the provider finish. 409 unless running."""
-        lifecycle.pause(campaign_id)
+        lifecycle.pause(services.check_campaign(campaign_id, tenant))
         return campaign_report(campaign_id)
 
     @app.post("/v1/campaigns/{campaign_id}/resume", responses=_CONTROL_ERRORS)
-    def resume_campaign(campaign_id: uuid.UUID) -> dict:
+    def resume_campaign(campaign_id: uuid.UUID, tenant: Tenant = Depends(auth.tenant)) -> dict:
         """Continue a paused campaign; nothing already sent is sent again."""
-        lifecycle.resume(campaign_id)
+        lifecycle.resume(services.check_campaign(campaign_id, tenant))
         return campaign_report(campaign_id)
 
     @app.post("/v1/campaigns/{campaign_id}/cancel", responses=_CONTROL_ERRORS)
-    def cancel_campaign(campaign_id: uuid.UUID) -> dict:
+    def cancel_campaign(campaign_id: uuid.UUID, tenant: Tenant = Depends(auth.tenant)) -> dict:
         """Queued messages become cancelled; sent ones are cancelled at providers that can."""
-        lifecycle.cancel(campaign_id)
+        lifecycle.cancel(services.check_campaign(campaign_id, tenant))
         return campaign_report(campaign_id)
 
     @app.get("/v1/campaigns/{campaign_id}/messages", responses=_NOT_FOUND)
-    def campaign_messages(campaign_id: uuid.UUID, after: int = Query(0, ge=0),
-                          limit: int = Query(100, ge=1, le=1000), status: str | None = None) -> dict:
+    def campaign_messages(campaign_id: uuid.UUID, after: int = Query(0, ge=0, le=2**63 - 1),
+                          limit: int = Query(100, ge=1, le=1000),
+                          status: str | None = Query(None, max_length=16),
+                          tenant: Tenant = Depends(auth.tenant)) -> dict:
         """One keyset page of messages (ids and statuses, no numbers); pass ``next_after`` as ``after``."""
-        return list_messages(campaign_id, after=after, limit=limit, status=status)
+        return list_messages(services.check_campaign(campaign_id, tenant), after=after, limit=limit, status=status)
 
     # Account-level webhooks come first: their fixed segment must win over a campaign id.
     @app.post("/v1/webhooks/{account}/status/{token}", include_in_schema=False)
@@ -150,7 +164,7 @@ def create_app() -> FastAPI:
             messages = parse(await _json_object(request))
         except InvalidReport as exc:
             raise HTTPException(422, str(exc)) from None
-        return {"suppressed": await run_in_threadpool(_record_inbound, messages)}
+        return {"suppressed": await run_in_threadpool(_record_inbound, account, messages)}
 
     @app.post("/v1/webhooks/{account}/{subject}", include_in_schema=False)
     def webhook_without_token(account: str, subject: str):
@@ -159,7 +173,7 @@ def create_app() -> FastAPI:
     @app.post("/v1/webhooks/{account}/{campaign_id}/{token}", include_in_schema=False)
     async def delivery_report(account: str, campaign_id: str, token: str, request: Request):
         # Checked before the id is parsed: a bad token learns nothing, not even "bad id".
-        if not valid_webhook_token(campaign_id, token):
+        if not valid_webhook_token(account, campaign_id, token):
             raise _unauthorized(account, "report", "invalid webhook token")
         payload, reports = await _reports(account, request)
         return {"applied": await reports_batch.apply(Item(account, uuid.UUID(campaign_id), reports, payload))}
@@ -180,12 +194,21 @@ def _provider(account: str):
 
 
 async def _json_object(request: Request) -> dict:
+    """The webhook body as a JSON object, within its limits (413 too many items, 422 otherwise).
+
+    Parsed and checked before any transaction starts: a large body never holds the database."""
+    settings = get_settings()
     try:
         payload = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         raise HTTPException(422, "the body must be JSON") from None
     if not isinstance(payload, dict):
         raise HTTPException(422, "the body must be a JSON object")
+    try:
+        check_shape(payload, max_depth=settings.json_max_depth, max_items=settings.webhook_max_reports)
+    except ShapeError as exc:
+        raise HTTPException(413 if exc.too_large else 422,
+                            [{"loc": ["body", *exc.path], "msg": str(exc), "type": "body_shape"}]) from None
     return payload
 
 
@@ -199,7 +222,12 @@ async def _reports(account: str, request: Request) -> tuple[dict, list[StatusRep
         raise HTTPException(422, f"not a {account} report: {exc}") from None
     if not reports:
         raise HTTPException(422, "no report in the body")
+    if len(reports) > get_settings().webhook_max_reports:
+        raise HTTPException(413, f"at most {get_settings().webhook_max_reports:,} reports in one body")
     for n, report in enumerate(reports):
+        if problem := report_problem(report):
+            raise HTTPException(422, [{"loc": ["body", "reports", n, problem[0]], "msg": problem[1],
+                                       "type": "invalid_report"}])
         if not report.raw_status:
             raise HTTPException(422, f"report {n} has no status")
         if report.message_id is None and not report.provider_message_id:
@@ -207,6 +235,6 @@ async def _reports(account: str, request: Request) -> tuple[dict, list[StatusRep
     return payload, reports
 
 
-def _record_inbound(messages) -> int:
+def _record_inbound(account: str, messages) -> int:
     with db.session() as s:
-        return record_inbound(s, messages)
+        return record_inbound(s, account, messages)

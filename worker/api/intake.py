@@ -4,25 +4,43 @@ TikoSMS-compatible bulk endpoint, so a client written for TikoSMS can point at H
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 import campaigns
 from campaigns import suppressions
-from campaigns.errors import SubmissionError
+from campaigns.errors import Forbidden, SubmissionError
 from campaigns.schema import InvalidSample
+from campaigns.services import Tenant
+from worker.api import auth
 
 router = APIRouter()
+_ADMIN_ONLY = {403: {"description": "`global` needs an admin key"}}
 
 
 class SuppressionsIn(BaseModel):
-    numbers: list[str] = Field(min_length=1, max_length=100_000)
+    numbers: list[Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=100_000)
     default_region: str | None = Field(default=None, min_length=2, max_length=2)
     reason: str | None = Field(default=None, max_length=500)
+    global_list: bool = Field(default=False, alias="global",
+                              description="the global list every service honours (admin keys only)")
+
+
+_GLOBAL = Query(False, alias="global", description="the global list every service honours (editing needs admin)")
+
+
+def _list_of(tenant: Tenant, global_list: bool, editing: bool) -> int | None:
+    """The suppression list a request means: its service's own, or (admin only, to edit) the global one."""
+    if not global_list:
+        return tenant.service_id
+    if editing and not tenant.admin:
+        raise Forbidden("only an admin key edits the global suppression list")
+    return None
 
 
 class SuppressionsChanged(BaseModel):
@@ -43,9 +61,10 @@ class SuppressionPage(BaseModel):
 
 
 @router.get("/v1/suppressions", response_model=SuppressionPage)
-def list_suppressions(after: str | None = None,
-                      limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> SuppressionPage:
-    page = suppressions.entries(after=after, limit=limit)
+def list_suppressions(after: Annotated[str | None, Query(max_length=64)] = None,
+                      limit: Annotated[int, Query(ge=1, le=10_000)] = 1000, global_list: bool = _GLOBAL,
+                      tenant: Tenant = Depends(auth.tenant)) -> SuppressionPage:
+    page = suppressions.entries(service_id=_list_of(tenant, global_list, False), after=after, limit=limit)
     return SuppressionPage(
         suppressions=[SuppressionOut(phone=e.phone, reason=e.reason, created_at=e.created_at.isoformat())
                       for e in page],
@@ -53,17 +72,20 @@ def list_suppressions(after: str | None = None,
     )
 
 
-@router.post("/v1/suppressions", response_model=SuppressionsChanged)
-def add_suppressions(body: SuppressionsIn) -> SuppressionsChanged:
-    """Opt numbers out; they are normalised like recipients (national ones need default_region)."""
-    change = suppressions.add(body.numbers, region=body.default_region, reason=body.reason)
+@router.post("/v1/suppressions", response_model=SuppressionsChanged, responses=_ADMIN_ONLY)
+def add_suppressions(body: SuppressionsIn, tenant: Tenant = Depends(auth.tenant)) -> SuppressionsChanged:
+    """Opt numbers out of this service; they are normalised like recipients (national ones need default_region)."""
+    change = suppressions.add(body.numbers, service_id=_list_of(tenant, body.global_list, True),
+                              region=body.default_region, reason=body.reason)
     return SuppressionsChanged(**vars(change))
 
 
 @router.delete("/v1/suppressions/{number}", response_model=SuppressionsChanged,
-               responses={404: {"description": "the number is not on the suppression list"}})
-def remove_suppression(number: str, default_region: str | None = None) -> SuppressionsChanged:
-    change = suppressions.remove([number], region=default_region)
+               responses={404: {"description": "the number is not on the suppression list"}, **_ADMIN_ONLY})
+def remove_suppression(number: Annotated[str, Path(max_length=64)],
+                       default_region: Annotated[str | None, Query(min_length=2, max_length=2)] = None,
+                       global_list: bool = _GLOBAL, tenant: Tenant = Depends(auth.tenant)) -> SuppressionsChanged:
+    change = suppressions.remove([number], service_id=_list_of(tenant, global_list, True), region=default_region)
     if change.invalid:
         # The documented 422 shape, like every other 422.
         raise HTTPException(422, [{"loc": ["path", "number"], "msg": change.invalid[0].reason,
@@ -89,7 +111,7 @@ async def tiko_bulk(request: Request) -> JSONResponse:
     if not isinstance(body, dict):
         return JSONResponse({"success": False, "error": "the body must be a JSON object"}, status_code=422)
     try:
-        receipt = await run_in_threadpool(campaigns.submit, body)
+        receipt = await run_in_threadpool(partial(campaigns.submit, body, service=auth.tenant(request).service_id))
     except SubmissionError as exc:
         first = exc.errors[0]
         error = ".".join(map(str, first["loc"])) + ": " + first["msg"] if first["loc"] else first["msg"]

@@ -159,6 +159,50 @@ def _json_logs(as_json: bool) -> None:
         setup_logging()
 
 
+_service_option = click.option("--service", default="default", show_default=True, help="the service (tenant)")
+
+
+@main.group()
+def services() -> None:
+    """Services (tenants): each owns its API keys, campaigns and suppression list."""
+
+
+@services.command("create")
+@click.argument("name")
+@json_option
+def services_create(name: str, as_json: bool) -> None:
+    """Create a service; then give it keys with `herald keys create NAME --service SERVICE`."""
+    from campaigns import services as tenants
+
+    try:
+        info = tenants.create(name)
+    except SubmissionError as exc:
+        raise _refused(exc) from None
+    click.echo(json.dumps(info.as_dict()) if as_json else f"service {info.id} ({info.name}) created")
+
+
+@services.command("list")
+@json_option
+def services_list(as_json: bool) -> None:
+    from campaigns import services as tenants
+
+    rows = [t.as_dict() for t in tenants.list_services()]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for r in rows:
+        click.echo(f"{r['id']}\t{r['name']}\t{(r['created_at'] or '')[:19]}")
+
+
+def _service_id(name: str) -> int:
+    from campaigns import services as tenants
+
+    try:
+        return tenants.resolve(name)
+    except HeraldError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @main.group()
 def keys() -> None:
     """API keys for callers of the HTTP API (shown once, stored only as SHA-256 hashes)."""
@@ -166,14 +210,15 @@ def keys() -> None:
 
 @keys.command("create")
 @click.argument("name")
-@click.option("--scope", "scopes", multiple=True, type=click.Choice(["campaigns:read", "campaigns:write"]),
-              help="repeat for several; default: both")
+@click.option("--scope", "scopes", multiple=True, type=click.Choice(["campaigns:read", "campaigns:write", "admin"]),
+              help="repeat for several; default: campaigns:read and campaigns:write; admin sees every service")
+@_service_option
 @json_option
-def keys_create(name: str, scopes: tuple[str, ...], as_json: bool) -> None:
-    """Create a key and print it, once: only its hash is kept."""
+def keys_create(name: str, scopes: tuple[str, ...], service: str, as_json: bool) -> None:
+    """Create a key of a service and print it, once: only its hash is kept."""
     from campaigns import apikeys
 
-    info, key = apikeys.create_key(name, scopes or apikeys.SCOPES)
+    info, key = apikeys.create_key(name, scopes or apikeys.SCOPES, service=_service_id(service))
     if as_json:
         click.echo(json.dumps({**info.as_dict(), "key": key}))
         return
@@ -228,10 +273,11 @@ def keys_revoke(key_id: int, as_json: bool) -> None:
 @click.option("--max-cost", help="refuse the campaign if its estimated cost is higher")
 @click.option("--callback-url", help="URL told of the campaign's progress")
 @click.option("--follow", is_flag=True, help="then show a progress bar until the campaign ends")
+@_service_option
 @json_option
 def submit(file: Path, sender: str, message: str, default_region: str | None,
            provider: str | None, idempotency_key: str | None, max_cost: str | None,
-           callback_url: str | None, follow: bool, as_json: bool) -> None:
+           callback_url: str | None, follow: bool, service: str, as_json: bool) -> None:
     """Submit a campaign from a CSV or JSONL file of recipients, streamed, with a progress bar."""
     import campaigns
     from campaigns.sources import read_recipients
@@ -247,7 +293,8 @@ def submit(file: Path, sender: str, message: str, default_region: str | None,
         with progress_bar(console, "reading recipients", transient=as_json) as progress:
             bar = progress.add_task("read", total=lines, detail="")
             receipt = campaigns.submit({k: v for k, v in spec.items() if v is not None},
-                                       _counted(read_recipients(file), progress, bar))
+                                       _counted(read_recipients(file), progress, bar),
+                                       service=_service_id(service))
     except SubmissionError as exc:
         raise _refused(exc) from None
     click.echo(receipt.model_dump_json(indent=None if as_json else 2))
@@ -269,7 +316,21 @@ def _refused(exc: SubmissionError) -> click.ClickException:
 
 @main.group()
 def suppress() -> None:
-    """The suppression list: opted-out numbers that no campaign sends to."""
+    """Suppression lists: opted-out numbers, per service (--service) or for all (--global)."""
+
+
+_list_options = [click.option("--service", default="default", show_default=True, help="this service's list"),
+                 click.option("--global", "global_list", is_flag=True, help="the global list every service honours")]
+
+
+def _list_option(command):
+    for option in reversed(_list_options):
+        command = option(command)
+    return command
+
+
+def _list_id(service: str, global_list: bool) -> int | None:
+    return None if global_list else _service_id(service)
 
 
 def _print_change(change, as_json: bool, verb: str) -> None:
@@ -306,35 +367,41 @@ def _numbers(numbers: tuple[str, ...], numbers_file: Path | None) -> list[str]:
 @_numbers_file
 @click.option("--region", help="region for national numbers, e.g. GB")
 @click.option("--reason", help="why, kept with each number")
+@_list_option
 @click.option("--json", "as_json", is_flag=True)
 def suppress_add(numbers: tuple[str, ...], numbers_file: Path | None, region: str | None,
-                 reason: str | None, as_json: bool) -> None:
-    """Opt numbers out of every campaign from now on."""
+                 reason: str | None, service: str, global_list: bool, as_json: bool) -> None:
+    """Opt numbers out of the service's campaigns (or, --global, of every campaign) from now on."""
     from campaigns import suppressions
 
-    _print_change(suppressions.add(_numbers(numbers, numbers_file), region=region, reason=reason), as_json, "added")
+    _print_change(suppressions.add(_numbers(numbers, numbers_file), service_id=_list_id(service, global_list),
+                                   region=region, reason=reason), as_json, "added")
 
 
 @suppress.command("remove")
 @click.argument("numbers", nargs=-1)
 @_numbers_file
 @click.option("--region", help="region for national numbers, e.g. GB")
+@_list_option
 @click.option("--json", "as_json", is_flag=True)
-def suppress_remove(numbers: tuple[str, ...], numbers_file: Path | None, region: str | None, as_json: bool) -> None:
-    """Take numbers off the suppression list."""
+def suppress_remove(numbers: tuple[str, ...], numbers_file: Path | None, region: str | None,
+                    service: str, global_list: bool, as_json: bool) -> None:
+    """Take numbers off a suppression list."""
     from campaigns import suppressions
 
-    _print_change(suppressions.remove(_numbers(numbers, numbers_file), region=region), as_json, "removed")
+    _print_change(suppressions.remove(_numbers(numbers, numbers_file), service_id=_list_id(service, global_list),
+                                      region=region), as_json, "removed")
 
 
 @suppress.command("list")
+@_list_option
 @click.option("--json", "as_json", is_flag=True, help="one JSON object a line")
-def suppress_list(as_json: bool) -> None:
-    """Print every suppressed number, in number order."""
+def suppress_list(service: str, global_list: bool, as_json: bool) -> None:
+    """Print every number of one list, in number order."""
     from campaigns import suppressions
 
-    after = None
-    while page := suppressions.entries(after=after):
+    after, list_id = None, _list_id(service, global_list)
+    while page := suppressions.entries(service_id=list_id, after=after):
         for e in page:
             if as_json:
                 click.echo(json.dumps({"phone": e.phone, "reason": e.reason, "created_at": e.created_at.isoformat()}))
@@ -366,13 +433,14 @@ def report(campaign_id: str, follow: bool, as_json: bool) -> None:
 @main.command("campaigns")
 @click.option("--status", help="only campaigns in this status (running, completed, ...)")
 @click.option("--limit", default=50, show_default=True, help="newest first, at most this many")
+@click.option("--service", help="only this service's campaigns (default: every service's)")
 @json_option
-def list_campaigns(status: str | None, limit: int, as_json: bool) -> None:
+def list_campaigns(status: str | None, limit: int, service: str | None, as_json: bool) -> None:
     """List campaigns, newest first, with their progress."""
     from campaigns.overview import list_campaigns as overview
     from worker.cli.console import campaigns_table
 
-    rows = overview(status, limit)
+    rows = overview(status, limit, _service_id(service) if service else None)
     if as_json:
         click.echo(json.dumps(rows))
     else:

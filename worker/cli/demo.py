@@ -114,6 +114,7 @@ def run(n: int, *, timeout_s: float | None = None, stall_s: float = STALL_S, as_
                                        token="test-token", prices={"*": "0.05"})
     settings = configure(base.model_copy(update={
         "public_url": api.url, "providers": accounts, "default_provider": "demo",
+        "callback_allow_private": True,  # the demo's receivers, if any, are local
     }))
     configure_app(settings)
     migrate.upgrade()

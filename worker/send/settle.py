@@ -120,7 +120,7 @@ def apply(row, account: str | None, decision: Resolution) -> bool:
         return False
     report = decision.report
     if not messages.record_found(row.id, report.provider_message_id, report.raw_status, report.at,
-                                 report.cost, **claim):
+                                 report.cost, account=account, **claim):
         return False  # a late answer or another sweep settled it first
     report.message_id = row.id
     with db.session() as s:

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 
 revision = '15_dispatch_window'
-down_revision = '0001'
+down_revision = "14_services"
 branch_labels = None
 depends_on = None
 
