@@ -99,6 +99,7 @@ class StateCollector:
             families.append(_scrape_error("database"))
         try:
             families.append(_queue_depth(self.app))
+            families.append(_queue_consumers(self.app))
         except Exception:
             log.warning("metrics: the broker could not be read", exc_info=True)
             families.append(_scrape_error("broker"))
@@ -118,6 +119,14 @@ def _queue_depth(app) -> GaugeMetricFamily:
         conn.ensure_connection(max_retries=1, timeout=2)
         for queue in queues.ALL:
             g.add_metric([queue], queues.depth(conn, queue))
+    return g
+
+
+def _queue_consumers(app) -> GaugeMetricFamily:
+    g = GaugeMetricFamily("herald_queue_consumers", "Live workers consuming each broker queue (0: nothing sends)",
+                          labels=["queue"])
+    for queue, n in queues.consumers(app).items():
+        g.add_metric([queue], n)
     return g
 
 
