@@ -8,7 +8,6 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
 import campaigns
@@ -45,11 +44,12 @@ def create_app() -> FastAPI:
     auth.install(app)
     reports_batch = Batcher()  # delivery reports arriving together are applied together
 
-    @app.exception_handler(OperationalError)
-    async def _database_unavailable(_request: Request, _exc: OperationalError) -> JSONResponse:
+    async def _database_unavailable(_request: Request, _exc: Exception) -> JSONResponse:
         # Nothing was written (each request is one transaction); the caller retries.
-        return JSONResponse({"detail": "the database is unavailable; retry shortly"}, status_code=503,
-                            headers={"Retry-After": "1"})
+        return auth.database_unavailable()
+
+    for error in db.CONNECTION_ERRORS:
+        app.add_exception_handler(error, _database_unavailable)
 
     # One 422 shape for both: {"detail": [{"loc": ["body", field, ...], "msg", "type"}]}, never
     # echoing the input (it may hold numbers or message text).
