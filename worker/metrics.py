@@ -67,6 +67,7 @@ class StateCollector:
 
     def collect(self):
         from campaigns import db
+        from campaigns.aggregate import movement
         from campaigns.statuses import FINAL
 
         families = []
@@ -93,7 +94,12 @@ class StateCollector:
                     done_total[1] += n
                 for campaign_id, (done, total) in totals.items():
                     progress.add_metric([campaign_id], done / total)
-            families += [messages, campaigns, active, progress]
+                stalled = GaugeMetricFamily("herald_campaign_stalled",
+                                            "1 when a running campaign's messages have not moved for HERALD_STALLED_AFTER_S",
+                                            labels=["campaign_id"])
+                for campaign_id, moved in movement(s).items():
+                    stalled.add_metric([str(campaign_id)], int(moved.stalled))
+            families += [messages, campaigns, active, progress, stalled]
         except Exception:
             log.warning("metrics: the database could not be read", exc_info=True)
             families.append(_scrape_error("database"))
