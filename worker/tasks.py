@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg
-from sqlalchemy.exc import OperationalError
-
+from campaigns import db
 from campaigns.settings import get_settings
 from campaigns.statuses import MessageStatus
 from worker.app import MAX_COUNTDOWN_S, app
@@ -37,7 +35,10 @@ def publish_sends(ids: list[int]) -> None:
             send_message.apply_async((message_id,), producer=producer, retry=False)
 
 
-@app.task(name="herald.fan_out")
+# A lost database connection fails one statement: these run again, as the send does (each is
+# safe to repeat: fan-out resumes from its checkpoint, settling asks again).
+@app.task(name="herald.fan_out", autoretry_for=db.CONNECTION_ERRORS, retry_backoff=1,
+          retry_backoff_max=MAX_COUNTDOWN_S, max_retries=None)
 def fan_out(campaign_id: str) -> int:
     with log_context(campaign_id=campaign_id):
         return fanout.fan_out(campaign_id, publish_sends, get_settings().fanout_batch)
@@ -46,7 +47,7 @@ def fan_out(campaign_id: str) -> int:
 # A lost database connection (a PostgreSQL restart) fails one statement: run the send again.
 # The claim makes that safe: a send already made finds its row claimed and is left to the sweeper.
 @app.task(name="herald.send_message", bind=True, max_retries=None,
-          autoretry_for=(OperationalError, psycopg.OperationalError), retry_backoff=1,
+          autoretry_for=db.CONNECTION_ERRORS, retry_backoff=1,
           retry_backoff_max=MAX_COUNTDOWN_S)
 def send_message(self, message_id: int) -> str:
     with log_context(message_id=message_id):

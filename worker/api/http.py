@@ -76,9 +76,9 @@ def create_app() -> FastAPI:
         """Liveness: the process serves requests."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], responses={503: {"description": "the database or the broker is unreachable"}})
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "the database or the broker is unreachable, or no live worker consumes a queue"}})
     def readyz() -> JSONResponse:
-        """Readiness: the database and the broker answer."""
+        """Readiness: the database and the broker answer, and a live worker consumes every queue."""
         ok, checks = health.readiness()
         return JSONResponse({"status": "ok" if ok else "unavailable", **checks}, status_code=200 if ok else 503)
 
