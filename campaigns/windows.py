@@ -22,7 +22,6 @@ from sqlalchemy import select
 
 from campaigns import clock, db, messages
 from campaigns.models import Message
-from campaigns.statuses import MessageStatus
 
 # Far enough ahead to cross any DST change and any window; nothing found within it means never.
 HORIZON = timedelta(days=8)
