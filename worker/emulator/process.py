@@ -26,7 +26,7 @@ class EmulatorProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 20.0) -> EmulatorProcess:
+    def start(self, timeout: float = 60.0) -> EmulatorProcess:  # a busy machine imports slowly
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "worker.emulator.serve", "--port", str(self.port),
              "--knobs", self.knobs.model_dump_json()],
