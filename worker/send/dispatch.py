@@ -123,8 +123,27 @@ def send(message_id: int) -> Outcome:
     finally:
         throttle.release(decision)  # also the lease of a claim that was lost
     cooldown.success(account)
-    messages.record_sent(row.id, account, accepted.provider_message_id, accepted.raw_status, accepted.cost)
+    _outlast_the_database(messages.record_sent, row.id, account, accepted.provider_message_id,
+                          accepted.raw_status, accepted.cost)
     return Outcome(MessageStatus.SENT)
+
+
+RECORD_PATIENCE_S = 60.0
+
+
+def _outlast_the_database(write, *args) -> None:
+    """The provider took the message and only this process knows: a lost database connection
+    (PostgreSQL restarting) is waited out here, up to RECORD_PATIENCE_S, not handed to a task
+    retry that would find the row claimed and leave it for the stale-claim policy."""
+    deadline, pause = time.monotonic() + RECORD_PATIENCE_S, 0.25
+    while True:
+        try:
+            return write(*args)
+        except db.CONNECTION_ERRORS:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
 
 def _account_failed(account: str, region: str | None, exc: ProviderError) -> None:
