@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -16,10 +17,11 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from campaigns import db, pacing, ports
+from campaigns.clock import now
 from campaigns.errors import NotFound
 from campaigns.models import Campaign, Message, Rejection
 from campaigns.settings import get_settings
-from campaigns.statuses import FINAL, PENDING, MessageStatus
+from campaigns.statuses import FINAL, PENDING, CampaignStatus, MessageStatus
 
 # Everything the provider took: sent now, or sent and since reported on.
 _TAKEN = ("sent", "delivered", "failed", "expired")
@@ -157,6 +159,7 @@ def campaign_report(campaign_id: str | uuid.UUID) -> dict[str, Any]:
         )
         body = aggregate(s, cid, silent_accounts())
         window = pacing.window_report(s, campaign)
+        moved = movement(s, [cid]).get(cid)
     return {
         "campaign_id": str(cid),
         "status": campaign.status,
@@ -171,4 +174,45 @@ def campaign_report(campaign_id: str | uuid.UUID) -> dict[str, Any]:
         "created_at": campaign.created_at.isoformat() if campaign.created_at else None,
         "started_at": campaign.started_at.isoformat() if campaign.started_at else None,
         "completed_at": campaign.completed_at.isoformat() if campaign.completed_at else None,
+        "last_moved_at": moved.last_moved_at.isoformat() if moved and moved.last_moved_at else None,
+        "stalled": bool(moved and moved.stalled),
     }
+
+
+class Movement:
+    """When a running campaign's messages last moved (claimed, sent or final), and whether it stalled."""
+
+    def __init__(self, last_moved_at: datetime | None, stalled: bool):
+        self.last_moved_at, self.stalled = last_moved_at, stalled
+
+
+def is_stalled(moments: list[datetime | None], pending: int, held_until: datetime | None, at: datetime,
+               after_s: float) -> bool:
+    """A campaign stalled: it has messages to send, none is held for its send window, and nothing
+    (its start, a claim, a send, a final status: ``moments``) happened for ``after_s``. Pure."""
+    known = [_aware(m) for m in moments if m is not None]
+    if not pending or not known or (held_until is not None and _aware(held_until) > at):
+        return False
+    return (at - max(known)).total_seconds() > after_s
+
+
+def movement(s: Session, campaign_ids: list[uuid.UUID] | None = None) -> dict[uuid.UUID, Movement]:
+    """The running campaigns' (all, or those of ``campaign_ids``) last movement: one grouped query."""
+    pending = Message.status.in_([MessageStatus.QUEUED.value, MessageStatus.SENDING.value])
+    query = (select(Campaign.id, Campaign.started_at, func.max(Message.claimed_at), func.max(Message.sent_at),
+                    func.max(Message.final_at), func.count().filter(pending), func.max(Message.not_before))
+             .join(Message, Message.campaign_id == Campaign.id)
+             .where(Campaign.status == CampaignStatus.RUNNING).group_by(Campaign.id, Campaign.started_at))
+    if campaign_ids is not None:
+        query = query.where(Campaign.id.in_(campaign_ids))
+    at, after_s = now(), get_settings().stalled_after_s
+    found = {}
+    for cid, started, claimed, sent, final, waiting, held in s.execute(query):
+        moments = [started, claimed, sent, final]
+        last = max((_aware(m) for m in moments if m is not None), default=None)
+        found[cid] = Movement(last, is_stalled(moments, waiting, held, at, after_s))
+    return found
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)  # SQLite drops the zone

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from enum import Enum
 
+import psycopg
 from psycopg.rows import namedtuple_row
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from campaigns.resources import per_process
@@ -107,6 +108,19 @@ def _compiled(statement, dialect) -> tuple[str, dict]:
     if "POSTCOMPILE" in sql:
         raise ValueError("db.first() takes no expanding IN parameters")
     return sql, {k: v.value if isinstance(v, Enum) else v for k, v in compiled.params.items()}
+
+
+# What a lost database connection raises: SQLAlchemy's wrappers, or psycopg's own from first().
+CONNECTION_ERRORS = (exc.OperationalError, exc.InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
+
+
+def retry_once(fn, *args):
+    """``fn(*args)``, and once more after a lost connection: after a PostgreSQL restart the first
+    statement meets a dead pooled connection, and its failure discards the pool's dead ones."""
+    try:
+        return fn(*args)
+    except CONNECTION_ERRORS:
+        return fn(*args)
 
 
 def is_postgres() -> bool:

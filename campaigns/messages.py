@@ -22,16 +22,17 @@ from campaigns.statuses import CampaignStatus, MessageStatus
 
 _sending = Message.status == MessageStatus.SENDING
 
-# The send path's two statements, built once: building and caching an expression per call cost
+# The send path's statements, built once: building and caching an expression per call cost
 # more than running it. ``ts`` is the clock's now, passed in (tests move the clock).
+_SENDABLE = (Message.id == bindparam("mid"), Message.status == MessageStatus.QUEUED,
+             Message.campaign_id.in_(select(Campaign.id).where(Campaign.status == CampaignStatus.RUNNING)),
+             or_(Message.not_before.is_(None), Message.not_before <= bindparam("ts")))
+_SEND_FIELDS = (Message.id, Message.campaign_id, Message.phone, Message.body, Message.attempts, Message.region)
+_PEEK = select(*_SEND_FIELDS).where(*_SENDABLE)
 _CLAIM = (
-    update(Message)
-    .where(Message.id == bindparam("mid"), Message.status == MessageStatus.QUEUED,
-           Message.campaign_id.in_(select(Campaign.id).where(Campaign.status == CampaignStatus.RUNNING)),
-           or_(Message.not_before.is_(None), Message.not_before <= bindparam("ts")))
+    update(Message).where(*_SENDABLE)
     .values(status=MessageStatus.SENDING, claimed_at=bindparam("ts"), attempts=Message.attempts + 1)
-    .returning(Message.id, Message.campaign_id, Message.phone, Message.body, Message.attempts,
-               Message.region)
+    .returning(*_SEND_FIELDS)
 )
 # A report may already have moved the row past `sent`; the reference is recorded anyway.
 _RECORD_SENT = (
@@ -44,9 +45,16 @@ _RECORD_SENT = (
 )
 
 
+def peek(message_id: int):
+    """The fields a send needs before it claims (id, campaign_id, phone, body, attempts, region)
+    of a due, queued message of a running campaign, or None; nothing is written."""
+    with db.autocommit() as conn:
+        return db.first(conn, _PEEK, {"mid": message_id, "ts": now()})
+
+
 def claim(message_id: int):
-    """``queued -> sending`` for a due message of a running campaign: the row (id, campaign_id,
-    phone, body, attempts, region), or None if someone else has it or it is not due."""
+    """``queued -> sending`` for a due message of a running campaign: the row (as ``peek``, with
+    this attempt counted), or None if someone else has it or it is not due."""
     with db.autocommit() as conn:
         return db.first(conn, _CLAIM, {"mid": message_id, "ts": now()})
 
@@ -76,17 +84,16 @@ def retry_later(message_id: int, error: str, wait_s: float) -> bool:
         status=MessageStatus.QUEUED, claimed_at=None, error=error, due_at=now() + timedelta(seconds=wait_s)))
 
 
-def give_back(message_id: int, *, wait_s: float | None = None, not_before: datetime | None = None,
-              s: Session | None = None) -> bool:
-    """``sending -> queued`` without spending an attempt: nothing was sent (a limit was full, the
-    account cools down, the send window closed). Due again in ``wait_s``, or held until ``not_before``."""
-    values: dict = {"status": MessageStatus.QUEUED, "claimed_at": None, "attempts": Message.attempts - 1}
+def postpone(message_id: int, *, wait_s: float | None = None, not_before: datetime | None = None) -> bool:
+    """A queued message waits before it is claimed (a limit is full, the account cools down, the
+    send window is closed): due again in ``wait_s``, or held until ``not_before``."""
+    values: dict = {}
     if wait_s is not None:
         values["due_at"] = now() + timedelta(seconds=wait_s)
     if not_before is not None:
         values["not_before"] = not_before
-    statement = _claimed(message_id, None).values(**values)
-    return s.execute(statement).rowcount == 1 if s is not None else _run(statement)
+    return _run(update(Message).where(Message.id == message_id, Message.status == MessageStatus.QUEUED)
+                .values(**values))
 
 
 def finish(message_id: int, status: MessageStatus, error: str, *, claimed_at: datetime | None = None,

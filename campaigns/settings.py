@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     # or "resend" (at least once: may double a message the provider did get).
     stale_claim_s: float = 120.0
     stale_claim_policy: Literal["unknown", "resend"] = "unknown"
+    # A stale claim that a pushed report (or a lookup that failed, tried again) may still settle
+    # waits this long after stale_claim_s before the policy applies.
+    stale_report_wait_s: float = Field(default=360.0, ge=0)
+    # A running campaign none of whose messages moved (claimed, sent, final) for this long is
+    # flagged stalled in `herald status`, its report and /metrics: no worker sends it.
+    stalled_after_s: float = Field(default=300.0, gt=0)
     # A queued message whose task has been due this long without running is published again.
     republish_after_s: float = 300.0
     # A message whose worker died this many times while sending it ends failed (a poison message).

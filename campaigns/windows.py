@@ -24,7 +24,6 @@ from sqlalchemy.orm import Session
 
 from campaigns import clock, db, messages
 from campaigns.models import Message
-from campaigns.statuses import MessageStatus
 
 # Far enough ahead to cross any DST change and any window; nothing found within it means never.
 HORIZON = timedelta(days=8)
@@ -115,7 +114,7 @@ def hold_outside_window(window: dict, ids: list[int], now: datetime | None = Non
 
 
 def defer_if_closed(message_id: int, phone: str, window: dict, now: datetime | None = None) -> bool:
-    """The send path's check after a claim: if the window is closed, hand the message back to wait."""
+    """The send path's check before the claim: if the window is closed, the message waits for it."""
     now = now or clock.now()
     spec = Window.from_dict(window)
     zones = zones_for(phone, spec)
@@ -123,7 +122,8 @@ def defer_if_closed(message_id: int, phone: str, window: dict, now: datetime | N
         return False
     at = next_open(spec, zones, now)
     if at is None:
-        messages.finish(message_id, MessageStatus.FAILED, NEVER_OPEN)
+        with db.session() as s:
+            messages.fail_queued(s, [message_id], NEVER_OPEN)
     else:
-        messages.give_back(message_id, not_before=at)  # this was no send attempt
+        messages.postpone(message_id, not_before=at)
     return True

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
+from campaigns import db
 from campaigns.resources import redis_client
 from campaigns.settings import get_settings
 from worker.app import app
@@ -36,7 +37,10 @@ _local_locks: dict[str, threading.Lock] = {}
 
 def periodic_task(name: str, *, lock_ttl_s: float = 300.0) -> Callable[[F], F]:
     def register(fn: F) -> F:
-        @app.task(name=name)
+        # A lost database connection (PostgreSQL restarting) fails the run: it runs again shortly,
+        # as a send does, rather than at the next tick (every job is safe to run twice).
+        @app.task(name=name, autoretry_for=db.CONNECTION_ERRORS, retry_backoff=1, retry_backoff_max=30,
+                  max_retries=5)
         def task():
             with single_flight(name, lock_ttl_s) as acquired:
                 if not acquired:

@@ -4,14 +4,20 @@ Driven from Hypothesis directly (schemathesis' own pytest plugin lags behind our
 every operation in the served document, a bounded number of generated requests each.
 """
 
+import httpx
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
 
+from tests.conftest import wait_for
+
 EXAMPLES_PER_OPERATION = 15
 
 
-def test_no_server_errors(api_server, api_headers):
+def test_no_server_errors(api_server, api_headers, start_worker):
+    # A ready service: /readyz rightly answers 503 while no worker consumes the queues.
+    start_worker("--pool", "threads", "--concurrency", "2")
+    wait_for(lambda: httpx.get(f"{api_server.url}/readyz").status_code == 200, timeout=30, message="ready")
     schema = schemathesis.openapi.from_url(f"{api_server.url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {op.label for op in operations} >= {"POST /v1/campaigns", "GET /v1/campaigns/{campaign_id}",

@@ -161,7 +161,7 @@ def test_concurrent_callers_share_one_limit(throttle):
     assert 1 <= peak[0] <= 3
 
 
-def test_a_throttled_send_gives_its_claim_back_without_spending_an_attempt(services):
+def test_a_throttled_send_is_not_claimed_and_spends_no_attempt(services):
     from sqlalchemy import select
 
     from campaigns import db, intake
@@ -188,3 +188,39 @@ def test_a_throttled_send_gives_its_claim_back_without_spending_an_attempt(servi
         assert (row.status, row.attempts, row.claimed_at) == ("queued", 0, None)
         assert row.due_at is not None
     get_throttle().release(held)
+
+
+def test_a_send_that_loses_its_claim_during_the_rate_wait_gives_its_lease_back(services):
+    import threading
+
+    from sqlalchemy import select
+
+    from campaigns import db, intake, messages
+    from campaigns.models import Message
+    from campaigns.schema import CampaignSpec
+    from campaigns.settings import configure, get_settings
+    from worker.send import dispatch
+    from worker.send.throttle import get_throttle
+
+    before = get_settings()
+    configure(before.model_copy(update={"global_rate_per_s": 1, "throttle_inline_wait_s": 3}))
+    try:
+        spec = CampaignSpec.model_validate({"from": "Herald", "message": "hi", "default_region": "GB",
+                                            "concurrency": 1})
+        cid = intake.submit(spec, ["+447400123402", "+447400123403"]).campaign_id
+        with db.session() as s:
+            first, second = s.scalars(select(Message.id).where(Message.campaign_id == cid).order_by(Message.id))
+        assert dispatch.send(first).status == "sent"  # takes the rate's one slot of this second
+        # Given another delivery of the task claims the message while this one waits for its slot
+        thief = threading.Timer(0.3, messages.claim, (second,))
+        thief.start()
+        outcome = dispatch.send(second)
+        thief.join()
+
+        assert outcome.status == "skipped"
+        with db.session() as s:
+            assert s.get(Message, second).attempts == 1  # the other claim only
+        # Then the campaign's one in-flight slot is free again, not held until its lease expires.
+        assert get_throttle().acquire(limits_for(get_settings(), "tiko", cid, 1)).granted
+    finally:
+        configure(before)

@@ -11,7 +11,7 @@ from celery.signals import (
 from kombu import Queue
 
 from campaigns.settings import Settings, get_settings
-from worker import queues
+from worker import broker as broker_module, queues
 
 # Well above any countdown Herald uses (the longest retry waits far less): a Redis-broker task
 # whose ETA passes the visibility timeout would be delivered again.
@@ -26,6 +26,8 @@ def celery_config(settings: Settings) -> dict:
     redis_broker = broker.startswith(("redis://", "rediss://"))
     return {
         "broker_url": broker,
+        # kombu's Redis transport, with the fix that keeps a worker alive when Redis restarts.
+        **({"broker_transport": broker_module.TRANSPORT} if broker.startswith("redis://") else {}),
         "result_backend": broker if redis_broker else "cache+memory://",
         # "priority": every fetch takes from the first non-empty queue in task_queues' order
         # (worker/queues.py), not round robin: higher priority classes are consumed first.

@@ -80,6 +80,7 @@ class StateCollector:
 
     def collect(self):
         from campaigns import db
+        from campaigns.aggregate import movement
         from campaigns.statuses import FINAL
 
         families = []
@@ -106,12 +107,18 @@ class StateCollector:
                     done_total[1] += n
                 for campaign_id, (done, total) in totals.items():
                     progress.add_metric([campaign_id], done / total)
-                families += [messages, campaigns, active, progress, *_windows(s)]
+                stalled = GaugeMetricFamily("herald_campaign_stalled",
+                                            "1 when a running campaign's messages have not moved for HERALD_STALLED_AFTER_S",
+                                            labels=["campaign_id"])
+                for campaign_id, moved in movement(s).items():
+                    stalled.add_metric([str(campaign_id)], int(moved.stalled))
+            families += [messages, campaigns, active, progress, stalled, *_windows(s)]
         except Exception:
             log.warning("metrics: the database could not be read", exc_info=True)
             families.append(_scrape_error("database"))
         try:
             families.append(_queue_depth(self.app))
+            families.append(_queue_consumers(self.app))
         except Exception:
             log.warning("metrics: the broker could not be read", exc_info=True)
             families.append(_scrape_error("broker"))
@@ -155,6 +162,14 @@ def _queue_depth(app) -> GaugeMetricFamily:
         conn.ensure_connection(max_retries=1, timeout=2)
         for queue in queues.ALL:
             g.add_metric([queue], queues.depth(conn, queue))
+    return g
+
+
+def _queue_consumers(app) -> GaugeMetricFamily:
+    g = GaugeMetricFamily("herald_queue_consumers", "Live workers consuming each broker queue (0: nothing sends)",
+                          labels=["queue"])
+    for queue, n in queues.consumers(app).items():
+        g.add_metric([queue], n)
     return g
 
 

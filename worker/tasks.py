@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg
 from celery.worker.request import Request
-from sqlalchemy.exc import OperationalError
 
+from campaigns import db
 from campaigns.settings import get_settings
 from campaigns.statuses import MessageStatus
 from worker import queues
@@ -74,7 +73,10 @@ def schedule_refill(token: fanout.Token) -> None:
     fan_out.apply_async((token.campaign_id,), {"seq": token.seq}, countdown=countdown(token.delay_s))
 
 
-@app.task(name="herald.fan_out")
+# A lost database connection fails one statement: these run again, as the send does (each is
+# safe to repeat: fan-out resumes from its checkpoint, settling asks again).
+@app.task(name="herald.fan_out", autoretry_for=db.CONNECTION_ERRORS, retry_backoff=1,
+          retry_backoff_max=MAX_COUNTDOWN_S, max_retries=None)
 def fan_out(campaign_id: str, seq: int | None = None) -> int:
     """Top up the campaign's dispatch window (worker/send/fanout.py). Without ``seq``, start or
     take over its refill chain."""
@@ -85,7 +87,7 @@ def fan_out(campaign_id: str, seq: int | None = None) -> int:
 # A lost database connection (a PostgreSQL restart) fails one statement: run the send again.
 # The claim makes that safe: a send already made finds its row claimed and is left to the sweeper.
 @app.task(name="herald.send_message", bind=True, max_retries=None,
-          autoretry_for=(OperationalError, psycopg.OperationalError), retry_backoff=1,
+          autoretry_for=db.CONNECTION_ERRORS, retry_backoff=1,
           retry_backoff_max=MAX_COUNTDOWN_S)
 def send_message(self, message_id: int, refill: list | None = None) -> str:
     """``refill`` ([campaign id, seq]) is the window's token: once this send has run (so its

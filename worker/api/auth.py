@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 
-from campaigns import apikeys
+from campaigns import apikeys, db
 from campaigns.services import Tenant
 
 PROTECTED = "/v1/"
@@ -39,12 +39,21 @@ def check(authorization: str | None, scope: str) -> tuple[JSONResponse | None, a
     kind, _, key = (authorization or "").partition(" ")
     if kind.lower() != "bearer" or not key.strip():
         return _refuse(401, "an API key is required: Authorization: Bearer <key>"), None
-    info = apikeys.authenticate(key.strip())
+    info = db.retry_once(apikeys.authenticate, key.strip())
     if info is None:
         return _refuse(401, "unknown or revoked API key"), None
     if scope not in info.scopes and apikeys.ADMIN not in info.scopes:
         return _refuse(403, f"this API key lacks the {scope} scope"), None
     return None, info
+
+
+def database_unavailable() -> JSONResponse:
+    """The database cannot be reached (it restarts, or is down): come back shortly."""
+    return JSONResponse({"detail": "the database is unavailable; retry shortly"}, status_code=503,
+                        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)})
+
+
+DATABASE_RETRY_AFTER_S = 1
 
 
 class ApiKeyMiddleware:
@@ -55,7 +64,10 @@ class ApiKeyMiddleware:
         if scope["type"] == "http":
             needed = required_scope(scope["path"], scope["method"])
             if needed is not None:
-                refusal, info = await run_in_threadpool(check, Headers(scope=scope).get("authorization"), needed)
+                try:
+                    refusal, info = await run_in_threadpool(check, Headers(scope=scope).get("authorization"), needed)
+                except db.CONNECTION_ERRORS:  # still down after one retry
+                    refusal, info = database_unavailable(), None
                 if refusal is not None:
                     await refusal(scope, receive, send)
                     return

@@ -1,4 +1,5 @@
-"""Readiness: can this process reach the database and the broker right now?"""
+"""Readiness: can this process reach the database and the broker right now, and does a live
+worker consume every queue (else campaigns are accepted that nothing sends)?"""
 
 from __future__ import annotations
 
@@ -27,10 +28,25 @@ def check_broker() -> None:
         conn.ensure_connection(max_retries=1, timeout=2)
 
 
+class NoConsumer(Exception):
+    """No live worker consumes one of the queues."""
+
+
+def check_workers() -> None:
+    from campaigns.settings import get_settings
+    from worker import queues
+    from worker.app import app
+
+    if get_settings().embedded:  # the worker is a thread of this very process
+        return
+    if not all(queues.consumers(app).get(name) for name in queues.ALL):
+        raise NoConsumer
+
+
 def readiness() -> tuple[bool, dict[str, str]]:
     """Each dependency as "ok" or the kind of error that stopped it (never its message: URLs hold secrets)."""
     checks = {}
-    for name, check in (("database", check_database), ("broker", check_broker)):
+    for name, check in (("database", check_database), ("broker", check_broker), ("workers", check_workers)):
         try:
             check()
             checks[name] = "ok"

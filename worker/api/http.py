@@ -8,7 +8,6 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
 import campaigns
@@ -51,11 +50,12 @@ def create_app() -> FastAPI:
     app.add_middleware(limits.BodyLimitMiddleware)  # outermost: a body too large is refused first
     reports_batch = Batcher()  # delivery reports arriving together are applied together
 
-    @app.exception_handler(OperationalError)
-    async def _database_unavailable(_request: Request, _exc: OperationalError) -> JSONResponse:
+    async def _database_unavailable(_request: Request, _exc: Exception) -> JSONResponse:
         # Nothing was written (each request is one transaction); the caller retries.
-        return JSONResponse({"detail": "the database is unavailable; retry shortly"}, status_code=503,
-                            headers={"Retry-After": "1"})
+        return auth.database_unavailable()
+
+    for error in db.CONNECTION_ERRORS:
+        app.add_exception_handler(error, _database_unavailable)
 
     # One 422 shape for both: {"detail": [{"loc": ["body", field, ...], "msg", "type"}]}, never
     # echoing the input (it may hold numbers or message text).
@@ -86,9 +86,9 @@ def create_app() -> FastAPI:
         """Liveness: the process serves requests."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], responses={503: {"description": "the database or the broker is unreachable"}})
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "the database or the broker is unreachable, or no live worker consumes a queue"}})
     def readyz() -> JSONResponse:
-        """Readiness: the database and the broker answer."""
+        """Readiness: the database and the broker answer, and a live worker consumes every queue."""
         ok, checks = health.readiness()
         # The fingerprint lets an operator (and `herald doctor`) see processes signing with different keys.
         return JSONResponse({"status": "ok" if ok else "unavailable", **checks,

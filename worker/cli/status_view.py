@@ -18,7 +18,9 @@ def summary_table(report: dict) -> Table:
     table = Table(title=f"Campaign {report['campaign_id']}", show_header=False)
     ttd = report["time_to_delivery_s"]
     for label, value in (
-        ("status", report["status"]), ("submitted", report["submitted"]),
+        ("status", report["status"] + (f" — STALLED: nothing moved since {report['last_moved_at']}"
+                                        if report.get("stalled") else "")),
+        ("submitted", report["submitted"]),
         ("duplicates / invalid / suppressed",
          f"{report['duplicates']} / {report['invalid']} / {report['suppressed']}"),
         ("accepted", report["accepted"]),

@@ -66,7 +66,11 @@ def _campaign_info(campaign_id: uuid.UUID) -> CampaignInfo:
 
 
 def send(message_id: int) -> Outcome:
-    row = messages.claim(message_id)
+    # Everything that may wait or refuse (window, route, cooldown, limits, the inline rate wait)
+    # runs before the claim, so a worker killed in any of it leaves a queued message for the
+    # redelivered task, not a claimed one nobody can settle. Between the claim's commit and the
+    # request there is nothing left to wait for.
+    row = messages.peek(message_id)
     if row is None:
         return Outcome("skipped")
     info = _campaign_info(row.campaign_id)
@@ -79,7 +83,8 @@ def send(message_id: int) -> Outcome:
     account = routing.choose(info.provider, row.region, info.sender, body)
     extra = {"campaign_id": str(row.campaign_id), "message_id": row.id, "provider": account}
     if account is None:
-        messages.finish(row.id, MessageStatus.FAILED, "no provider account of the route can carry this destination")
+        with db.session() as s:
+            messages.fail_queued(s, [row.id], "no provider account of the route can carry this destination")
         log.info("message has no route", extra=extra)
         return Outcome(MessageStatus.FAILED)
     provider = get_provider(account)
@@ -95,9 +100,12 @@ def send(message_id: int) -> Outcome:
         metrics.throttle_waited(account, decision.wait)
     if not decision.granted:
         return _defer(row, decision.wait, decision.reason, extra)
-    if decision.wait:
-        time.sleep(decision.wait)  # a rate slot reserved a moment ahead
     try:
+        if decision.wait:
+            time.sleep(decision.wait)  # a rate slot reserved a moment ahead
+        row = messages.claim(message_id)
+        if row is None:  # another delivery of the task has it, or it was paused meanwhile
+            return Outcome("skipped")
         with metrics.provider_request(account):
             accepted = provider.send(outgoing)
     except Permanent as exc:
@@ -113,10 +121,29 @@ def send(message_id: int) -> Outcome:
         _account_failed(account, row.region, exc)
         return _retry_later(row, exc, extra)
     finally:
-        throttle.release(decision)
+        throttle.release(decision)  # also the lease of a claim that was lost
     cooldown.success(account)
-    messages.record_sent(row.id, account, accepted.provider_message_id, accepted.raw_status, accepted.cost)
+    _outlast_the_database(messages.record_sent, row.id, account, accepted.provider_message_id,
+                          accepted.raw_status, accepted.cost)
     return Outcome(MessageStatus.SENT)
+
+
+RECORD_PATIENCE_S = 60.0
+
+
+def _outlast_the_database(write, *args) -> None:
+    """The provider took the message and only this process knows: a lost database connection
+    (PostgreSQL restarting) is waited out here, up to RECORD_PATIENCE_S, not handed to a task
+    retry that would find the row claimed and leave it for the stale-claim policy."""
+    deadline, pause = time.monotonic() + RECORD_PATIENCE_S, 0.25
+    while True:
+        try:
+            return write(*args)
+        except db.CONNECTION_ERRORS:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
 
 def _account_failed(account: str, region: str | None, exc: ProviderError) -> None:
@@ -145,8 +172,8 @@ def _retry_later(row, exc: ProviderError, extra: dict) -> Outcome:
 
 
 def _defer(row, wait: float, reason: str, extra: dict) -> Outcome:
-    """A limit is full or the account cools down: give the claim back without spending an
-    attempt (nothing was sent), and come back later."""
-    messages.give_back(row.id, wait_s=wait)
+    """A limit is full or the account cools down: the unclaimed message waits (no attempt is
+    spent), and the task comes back when its turn is due."""
+    messages.postpone(row.id, wait_s=wait)
     log.debug("send throttled", extra={**extra, "limit": reason, "retry_in": round(wait, 3)})
     return Outcome("throttled", retry_in=wait)

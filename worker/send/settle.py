@@ -42,9 +42,6 @@ log = logging.getLogger(__name__)
 SETTLE_AFTER_S = 2.0  # first lookup of an ambiguous send; doubled after each failed lookup
 MAX_LOOKUPS = 6  # then the ambiguous send is left to the sweeper
 BATCH = 1000
-# A stale claim that something may still settle (a report, another lookup) is given this many
-# stale periods before the fallback policy applies.
-LOOKUP_PATIENCE = 4
 
 
 @dataclass(frozen=True)
@@ -161,7 +158,9 @@ def settle_stale(campaign_id: uuid.UUID, account: str | None, settings: Settings
     ``account`` is the campaign's own account (None for a route): where a row names none yet."""
     t = now()
     cutoff = t - timedelta(seconds=settings.stale_claim_s)
-    patience = t - timedelta(seconds=settings.stale_claim_s * LOOKUP_PATIENCE)
+    # A stale claim that something may still settle (a pushed report, a lookup that failed) waits
+    # stale_report_wait_s more before the policy applies.
+    patience = cutoff - timedelta(seconds=settings.stale_report_wait_s)
     with db.session() as s:
         stale = s.execute(
             _IN_DOUBT.where(Message.campaign_id == campaign_id, Message.status == MessageStatus.SENDING,
@@ -174,7 +173,7 @@ def settle_stale(campaign_id: uuid.UUID, account: str | None, settings: Settings
         provider = row.provider or account
         decision = decide(lookup(provider, row), policy=settings.stale_claim_policy,
                           attempts=row.attempts, max_deliveries=settings.max_deliveries,
-                          patient=row.claimed_at >= patience)
+                          patient=row.claimed_at >= patience and provider is not None and _can_still_tell(provider))
         if decision.action == "wait" or not apply(row, provider, decision):
             continue
         done[decision.action] += 1
