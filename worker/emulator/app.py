@@ -86,6 +86,7 @@ class Emulator:
         self._windows: dict[tuple[str, str], tuple[float, int]] = {}
         self.reports_pushed = 0
         self.reports_failed = 0
+        self.last_pushed_at = 0.0  # wall time the last successful push was answered
         # Requests being served right now, and the most ever at once, per path.
         self.current: dict[str, int] = {}
         self.peak: dict[str, int] = {}
@@ -195,6 +196,7 @@ class Emulator:
                     with self._lock:
                         self.push_seconds.append(time.perf_counter() - started)
                         self.reports_pushed += 1
+                        self.last_pushed_at = time.time()
                     return
             except httpx.HTTPError:
                 pass
@@ -208,12 +210,21 @@ class Emulator:
         else:
             await self.push(url, payload)
 
-    async def release(self) -> int:
-        """Push every held report from the push threads; returns how many were held."""
-        held, self.held = self.held, []
+    async def release(self, to: str | None = None, keep: bool = False) -> int:
+        """Push every held report from the push threads; returns how many were held.
+
+        ``to`` (scheme://host:port) sends them to the same paths on another server, and ``keep``
+        holds them still: the benchmark pushes the same reports to a bare receiver first.
+        """
+        held = self.held
+        if not keep:
+            self.held = []
         queue: SimpleQueue = SimpleQueue()
-        for item in held:
-            queue.put(item)
+        for url, payload in held:
+            if to is not None:
+                parts = httpx.URL(url)
+                url = str(httpx.URL(to).copy_with(path=parts.path, query=parts.query or None))
+            queue.put((url, payload))
 
         def pusher() -> None:
             while not queue.empty():
@@ -229,7 +240,8 @@ class Emulator:
 
     def stats(self) -> dict:
         return {"accepted": len(self.records), "requests": len(self.requests), "held": len(self.held),
-                "reports_pushed": self.reports_pushed, "reports_failed": self.reports_failed}
+                "reports_pushed": self.reports_pushed, "reports_failed": self.reports_failed,
+                "last_pushed_at": self.last_pushed_at}
 
     def find(self, provider: str, message_id: str) -> Record | None:
         record = self.by_id.get(message_id)
@@ -319,8 +331,8 @@ def create_app(emulator: Emulator | None = None) -> FastAPI:
         return emulator.stats()
 
     @app.post("/_emulator/release")
-    async def release() -> dict:
-        return {"released": await emulator.release()}
+    async def release(to: str | None = None, keep: bool = False) -> dict:
+        return {"released": await emulator.release(to, keep)}
 
     @app.put("/_emulator/knobs")
     def set_knobs(knobs: Knobs) -> Knobs:
