@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     max_recipients: int = 1_000_000
     # Per-recipient tasks published per fan-out batch.
     fanout_batch: int = 1000
+    # Processes that normalise a large submission's recipients (campaigns/intake.py); unset: one
+    # per CPU; 1: in this process only.
+    intake_processes: int | None = Field(default=None, ge=1)
     # Testing only: a Redis key (in redis_url) through which every process reads a shifted or
     # frozen time (campaigns.clock.RedisClock). Unset: the system clock.
     clock_key: str | None = None
