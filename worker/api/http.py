@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -24,6 +25,7 @@ from worker import metrics
 from worker.app import app as celery_app
 from worker.api import auth, health, intake as http_intake
 from worker.providers import get_provider
+from worker.api.report_path import DeliveryReportPath
 from worker.api.webhook_batch import Batcher, Item
 
 
@@ -127,7 +129,7 @@ def create_app() -> FastAPI:
     async def account_status_webhook(account: str, token: str, request: Request):
         if not valid_account_webhook_token(account, "status", token):
             raise HTTPException(401, "invalid webhook token")
-        payload, reports = await _reports(account, request)
+        payload, reports = _reports(account, await request.body())
         return {"applied": await reports_batch.apply(Item(account, None, reports, payload))}
 
     @app.post("/v1/webhooks/{account}/incoming/{token}", include_in_schema=False)
@@ -139,7 +141,7 @@ def create_app() -> FastAPI:
         if parse is None:
             raise HTTPException(404, "this provider sends no inbound messages")
         try:
-            messages = parse(await _json_object(request))
+            messages = parse(_json_object(await request.body()))
         except InvalidReport as exc:
             raise HTTPException(422, str(exc)) from None
         return {"suppressed": await run_in_threadpool(_record_inbound, messages)}
@@ -148,13 +150,15 @@ def create_app() -> FastAPI:
     def webhook_without_token(account: str, subject: str):
         raise HTTPException(401, "missing webhook token")
 
-    @app.post("/v1/webhooks/{account}/{campaign_id}/{token}", include_in_schema=False)
-    async def delivery_report(account: str, campaign_id: str, token: str, request: Request):
+    # POST /v1/webhooks/{account}/{campaign_id}/{token}, served by DeliveryReportPath (report_path.py).
+    async def delivery_report(account: str, campaign_id: str, token: str, body: bytes) -> dict:
         # Checked before the id is parsed: a bad token learns nothing, not even "bad id".
         if not valid_webhook_token(campaign_id, token):
             raise HTTPException(401, "invalid webhook token")
-        payload, reports = await _reports(account, request)
+        payload, reports = _reports(account, body)
         return {"applied": await reports_batch.apply(Item(account, uuid.UUID(campaign_id), reports, payload))}
+
+    app.add_middleware(DeliveryReportPath, handle=delivery_report)
 
     return app
 
@@ -166,9 +170,9 @@ def _provider(account: str):
         raise HTTPException(404, "unknown provider account") from None
 
 
-async def _json_object(request: Request) -> dict:
+def _json_object(body: bytes) -> dict:
     try:
-        payload = await request.json()
+        payload = json.loads(body)
     except ValueError:
         raise HTTPException(422, "the body must be JSON") from None
     if not isinstance(payload, dict):
@@ -176,10 +180,10 @@ async def _json_object(request: Request) -> dict:
     return payload
 
 
-async def _reports(account: str, request: Request) -> tuple[dict, list[StatusReport]]:
+def _reports(account: str, body: bytes) -> tuple[dict, list[StatusReport]]:
     """The body's reports, each naming a message and a status, or 422 before anything is stored."""
     provider = _provider(account)
-    payload = await _json_object(request)
+    payload = _json_object(body)
     try:
         reports = provider.parse_report(payload)
     except (InvalidReport, ValueError, TypeError, KeyError) as exc:
