@@ -27,10 +27,13 @@ class DeliveryReportPath:
         self.app, self.handle = app, handle
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] == "http":
             parts = scope["path"].split("/")
             if len(parts) == 6 and tuple(parts[:3]) == PREFIX and parts[4] not in ACCOUNT_SUBJECTS \
                     and all(parts[3:]):
+                if scope["method"] != "POST":
+                    await _answer(send, 405, {"detail": "Method Not Allowed"}, [(b"allow", b"POST")])
+                    return
                 await self._serve(parts[3], parts[4], parts[5], receive, send)
                 return
         await self.app(scope, receive, send)
@@ -43,7 +46,7 @@ class DeliveryReportPath:
                 return
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
-        headers: list[tuple[bytes, bytes]] = []
+        headers = []
         try:
             status, answer = 200, await self.handle(account, campaign_id, token, b"".join(chunks))
         except HTTPException as exc:
@@ -52,7 +55,11 @@ class DeliveryReportPath:
             # Nothing was written (the batch is one transaction); the provider retries.
             status, answer = 503, {"detail": "the database is unavailable; retry shortly"}
             headers.append((b"retry-after", b"1"))
-        body = json.dumps(answer, separators=(",", ":")).encode()
-        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await _answer(send, status, answer, headers)
+
+
+async def _answer(send, status: int, answer: dict, headers: list[tuple[bytes, bytes]]) -> None:
+    body = json.dumps(answer, separators=(",", ":")).encode()
+    headers = [*headers, (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
