@@ -137,14 +137,12 @@ def _prepared(recipients: Iterable[Any], default_region: str | None,
     process pool once it proves large (a stream has no length to ask up front)."""
     it = iter(recipients)
     position = 0
-    while position < POOL_AFTER and (chunk := list(islice(it, CHUNK))):
+    processes = get_settings().intake_processes or os.cpu_count() or 1
+    in_process = POOL_AFTER if processes > 1 else float("inf")
+    while position < in_process and (chunk := list(islice(it, CHUNK))):
         yield position, prepare(chunk, default_region, template)
         position += len(chunk)
-    processes = get_settings().intake_processes or os.cpu_count() or 1
-    if processes == 1:
-        while chunk := list(islice(it, CHUNK)):
-            yield position, prepare(chunk, default_region, template)
-            position += len(chunk)
+    if position < in_process:  # the stream ended while small, or no pool is wanted
         return
     # Never fork this process (it may hold threads and connections): a fork server, which imports
     # the main module once so that the pool's processes share its pages. As with any
