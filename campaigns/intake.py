@@ -3,17 +3,25 @@
 Recipients arrive as an iterator and are written in chunks (COPY on PostgreSQL), so a campaign
 is never held in memory whole; only the set of numbers already seen grows with its size (kept
 as ints, about 70 bytes per unique number: some 70 MB at a million).
+
+Normalising (phonenumbers) is most of intake's CPU. Past ``POOL_AFTER`` recipients the chunks go
+to a process pool, one process per CPU, a bounded number of chunks ahead, and come back in order:
+deduplication stays here, so the first occurrence still wins and memory stays flat with N.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sized
+from collections import deque
+from collections.abc import Iterable, Iterator, Sized
+from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import datetime
 from decimal import Decimal
 from itertools import islice
+from multiprocessing import get_context
 from typing import Any
 
 from sqlalchemy import insert, or_, select
@@ -21,20 +29,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from campaigns import clock, db, routes
-from campaigns.callbacks import url_problem
 from campaigns.errors import ConfigurationError, IdempotencyMismatch, SubmissionError, TooManyRecipients
 from campaigns.models import DEFAULT_SERVICE_ID, Campaign, Message, Rejection, Suppression
-from campaigns.recipients import InvalidRecipient, normalise, phone_key
-from campaigns.schema import CampaignSpec, InvalidSample, Receipt, unstorable
+from campaigns.recipients import Prepared, phone_key, prepare
+from campaigns.schema import CampaignSpec, InvalidSample, Receipt
 from campaigns.segments import encode_info
 from campaigns.settings import get_settings
 from campaigns.statuses import CampaignStatus, MessageStatus
-from campaigns.templates import MissingField, fields, render
+from campaigns.templates import fields
 
 CHUNK = 5000
+# A submission this long is large: starting a pool (~0.5 s) pays for itself only after this.
+POOL_AFTER = 50_000
+AHEAD = 2  # chunks in flight per pool process: enough to keep it busy, few enough to stay flat
 INVALID_SAMPLES = 20
-CLIENT_REF_MAX = 255
-CALLBACK_URL_MAX = 2048
 _MESSAGE_COLUMNS = (
     "campaign_id", "status", "phone", "region", "body", "encoding", "segments",
     "client_ref", "callback_url",
@@ -155,88 +163,78 @@ class _Tally:
         self.samples: list[InvalidSample] = []
 
 
-# PostgreSQL text cannot hold NUL; a file with one in a field loses that recipient, not the campaign.
-NUL_REASON = "a field holds a NUL (\\u0000) or lone surrogate character, which text cannot hold"
-
-
-def read_recipient(raw: Any) -> tuple[str, Mapping[str, Any] | None, str | None, str | None]:
-    """``(number, template fields, client_ref, callback_url)`` of one raw recipient.
-
-    Plain code rather than a pydantic model per row: this runs once per recipient, a million
-    times for a large campaign. Empty strings (a blank CSV cell) count as absent.
-    """
-    if isinstance(raw, str):
-        return raw, None, None, None
-    if isinstance(raw, InvalidRecipient):  # a source could not read this one (campaigns.sources)
-        raise raw
-    if not isinstance(raw, Mapping):
-        raise InvalidRecipient("a recipient must be a string or an object")
-    phone = raw.get("to") or raw.get("number")
-    if not phone:
-        raise InvalidRecipient("no number under 'to' or 'number'")
-    if not isinstance(phone, str):
-        raise InvalidRecipient("the number must be a string")
-    client_ref = raw.get("client_ref") or None
-    if client_ref is not None and (not isinstance(client_ref, str) or len(client_ref) > CLIENT_REF_MAX):
-        raise InvalidRecipient(f"client_ref must be a string of at most {CLIENT_REF_MAX} characters")
-    callback_url = raw.get("callback_url") or None
-    if callback_url is not None and not (isinstance(callback_url, str) and len(callback_url) <= CALLBACK_URL_MAX
-                                         and url_problem(callback_url) is None):
-        raise InvalidRecipient(f"callback_url must be an http(s) URL with a host, at most {CALLBACK_URL_MAX} characters")
-    if unstorable(f"{client_ref or ''}{callback_url or ''}"):
-        raise InvalidRecipient(NUL_REASON)
-    return phone, raw, client_ref, callback_url
+def _prepared(recipients: Iterable[Any], default_region: str | None,
+              template: str | None) -> Iterator[tuple[int, list[Prepared]]]:
+    """``(first position, prepared chunk)`` in order: in this process for a small submission, in a
+    process pool once it proves large (a stream has no length to ask up front)."""
+    it = iter(recipients)
+    position = 0
+    processes = get_settings().intake_processes or os.cpu_count() or 1
+    in_process = POOL_AFTER if processes > 1 else float("inf")
+    while position < in_process and (chunk := list(islice(it, CHUNK))):
+        yield position, prepare(chunk, default_region, template)
+        position += len(chunk)
+    if position < in_process:  # the stream ended while small, or no pool is wanted
+        return
+    # Never fork this process (it may hold threads and connections): a fork server, which imports
+    # the main module once so that the pool's processes share its pages. As with any
+    # multiprocessing pool, a script that submits large campaigns needs the __main__ guard.
+    context = get_context("forkserver")
+    context.set_forkserver_preload(["__main__", "campaigns.recipients"])
+    with ProcessPoolExecutor(processes, mp_context=context) as pool:
+        ahead: deque[tuple[int, Future]] = deque()
+        try:
+            while True:
+                while len(ahead) < processes * AHEAD and (chunk := list(islice(it, CHUNK))):
+                    ahead.append((position, pool.submit(prepare, chunk, default_region, template)))
+                    position += len(chunk)
+                if not ahead:
+                    return
+                first, future = ahead.popleft()
+                yield first, future.result()
+        finally:
+            for _, future in ahead:
+                future.cancel()
 
 
 def _store_recipients(s: Session, campaign: Campaign, recipients: Iterable[Any], limit: int) -> _Tally:
     tally = _Tally()
     # Ints, not strings: about half the memory per unique number at a million recipients.
     seen: set[int] = set()
-    cid, region_default, template = campaign.id, campaign.default_region, campaign.template
-    placeholders = bool(fields(template))
+    cid, template = campaign.id, campaign.template
     fixed = encode_info(template)
     settings = get_settings()
     longest: dict[str | None, int | None] = {}  # per region, what its route's accounts can carry
     listed = or_(Suppression.service_id == campaign.service_id, Suppression.service_id.is_(None))
     check_suppressions = s.scalar(select(Suppression.phone).where(listed).limit(1)) is not None
-    numbered: Iterator[tuple[int, Any]] = enumerate(recipients)
-    while chunk := list(islice(numbered, CHUNK)):
-        if chunk[-1][0] >= limit:
+    for first, prepared in _prepared(recipients, campaign.default_region,
+                                     template if fields(template) else None):
+        if first + len(prepared) > limit:
             raise _too_many(limit)
         rows: list[tuple] = []
         positions: list[int] = []
         rejections: list[tuple] = []
-        for position, raw in chunk:
-            try:
-                phone, values, client_ref, callback_url = read_recipient(raw)
-                number = normalise(phone, region_default)
-                body = render(template, values or {}) if placeholders else None
-                if body is not None:
-                    if unstorable(body):
-                        raise InvalidRecipient(NUL_REASON)
-                    if number.region not in longest:
-                        longest[number.region] = routes.longest_text(settings, campaign.provider, number.region)
-                    if (limit_ := longest[number.region]) is not None and len(body) > limit_:
-                        raise InvalidRecipient(f"the rendered message has {len(body):,} characters; no provider "
-                                               f"account of its route takes more than {limit_:,}")
-            except (InvalidRecipient, MissingField) as exc:
-                reason = str(exc)
-                rejections.append((cid, position, "invalid", reason, None))
+        for position, outcome in enumerate(prepared, first):
+            if not isinstance(outcome, str) and outcome[2] is not None:
+                outcome = _carried(outcome, longest, settings, campaign.provider)
+            if isinstance(outcome, str):
+                rejections.append((cid, position, "invalid", outcome, None))
                 tally.invalid += 1
                 if len(tally.samples) < INVALID_SAMPLES:
-                    tally.samples.append(InvalidSample(position=position, reason=reason))
+                    tally.samples.append(InvalidSample(position=position, reason=outcome))
                 continue
-            key = phone_key(number.e164)
+            e164, region, body, client_ref, callback_url = outcome
+            key = phone_key(e164)
             if key in seen:
                 tally.duplicates += 1
-                rejections.append((cid, position, "duplicate", "duplicate of an earlier recipient", number.e164))
+                rejections.append((cid, position, "duplicate", "duplicate of an earlier recipient", e164))
                 continue
             seen.add(key)
             enc = encode_info(body) if body is not None else fixed
-            rows.append((cid, MessageStatus.QUEUED.value, number.e164, number.region, body,
+            rows.append((cid, MessageStatus.QUEUED.value, e164, region, body,
                          enc.name, enc.segments, client_ref, callback_url))
             positions.append(position)
-        tally.submitted += len(chunk)
+        tally.submitted += len(prepared)
 
         suppressed = _suppressed(s, listed, {r[2] for r in rows}) if check_suppressions and rows else set()
         kept = []
@@ -254,6 +252,17 @@ def _store_recipients(s: Session, campaign: Campaign, recipients: Iterable[Any],
     if tally.submitted == 0:
         raise SubmissionError.at(["recipients"], "no recipients", "no_recipients")
     return tally
+
+
+def _carried(outcome: Prepared, longest: dict, settings, target: str) -> Prepared | str:
+    """The recipient, or why no account of its route can carry its rendered text."""
+    region, body = outcome[1], outcome[2]
+    if region not in longest:
+        longest[region] = routes.longest_text(settings, target, region)
+    if longest[region] is not None and len(body) > longest[region]:
+        return (f"the rendered message has {len(body):,} characters; no provider account of its "
+                f"route takes more than {longest[region]:,}")
+    return outcome
 
 
 def _suppressed(s: Session, listed, phones: set[str]) -> set[str]:

@@ -1,12 +1,24 @@
-"""Recipient normalisation to E.164 with phonenumbers. Pure functions, no storage."""
+"""Reading and normalising recipients (E.164 with phonenumbers). Pure functions, no storage.
+
+Intake's pool processes import this module alone (campaigns/intake.py): keep its imports light.
+"""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType, ValidationResult
+
+from campaigns.callbacks import url_problem
+from campaigns.schema import unstorable
+from campaigns.templates import MissingField, render
+
+CLIENT_REF_MAX = 255
+CALLBACK_URL_MAX = 2048
 
 
 class InvalidRecipient(ValueError):
@@ -78,3 +90,58 @@ def _regions(country_code: int) -> tuple[str, ...]:
 def phone_key(e164: str) -> int:
     """A compact dedup key: E.164 digits as an int (distinct numbers never share one)."""
     return int(e164[1:])
+
+
+# PostgreSQL text cannot hold NUL; a file with one in a field loses that recipient, not the campaign.
+NUL_REASON = "a field holds a NUL (\\u0000) or lone surrogate character, which text cannot hold"
+
+
+def read_recipient(raw: Any) -> tuple[str, Mapping[str, Any] | None, str | None, str | None]:
+    """``(number, template fields, client_ref, callback_url)`` of one raw recipient.
+
+    Plain code rather than a pydantic model per row: this runs once per recipient, a million
+    times for a large campaign. Empty strings (a blank CSV cell) count as absent.
+    """
+    if isinstance(raw, str):
+        return raw, None, None, None
+    if isinstance(raw, InvalidRecipient):  # a source could not read this one (campaigns.sources)
+        raise raw
+    if not isinstance(raw, Mapping):
+        raise InvalidRecipient("a recipient must be a string or an object")
+    phone = raw.get("to") or raw.get("number")
+    if not phone:
+        raise InvalidRecipient("no number under 'to' or 'number'")
+    if not isinstance(phone, str):
+        raise InvalidRecipient("the number must be a string")
+    client_ref = raw.get("client_ref") or None
+    if client_ref is not None and (not isinstance(client_ref, str) or len(client_ref) > CLIENT_REF_MAX):
+        raise InvalidRecipient(f"client_ref must be a string of at most {CLIENT_REF_MAX} characters")
+    callback_url = raw.get("callback_url") or None
+    if callback_url is not None and not (isinstance(callback_url, str) and len(callback_url) <= CALLBACK_URL_MAX
+                                         and url_problem(callback_url) is None):
+        raise InvalidRecipient(f"callback_url must be an http(s) URL with a host, at most {CALLBACK_URL_MAX} characters")
+    if unstorable(f"{client_ref or ''}{callback_url or ''}"):
+        raise InvalidRecipient(NUL_REASON)
+    return phone, raw, client_ref, callback_url
+
+
+# (e164, region, body, client_ref, callback_url), or why the recipient is invalid.
+Prepared = tuple[str, str | None, str | None, str | None, str | None] | str
+
+
+def prepare(chunk: list[Any], default_region: str | None, template: str | None) -> list[Prepared]:
+    """Each raw recipient as ``(e164, region, body, client_ref, callback_url)``, or the reason it
+    is invalid. Pure, and what the pool processes run: ``template`` None when it has no fields."""
+    out: list[Prepared] = []
+    for raw in chunk:
+        try:
+            phone, values, client_ref, callback_url = read_recipient(raw)
+            number = normalise(phone, default_region)
+            body = render(template, values or {}) if template is not None else None
+            if body is not None and unstorable(body):
+                raise InvalidRecipient(NUL_REASON)
+        except (InvalidRecipient, MissingField) as exc:
+            out.append(str(exc))
+            continue
+        out.append((number.e164, number.region, body, client_ref, callback_url))
+    return out

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # API key names that may submit `"priority": "high"` over HTTP (the CLI, Python and Celery
     # interfaces are the operator's own and may always). Empty: no key may.
     high_priority_keys: list[str] = Field(default_factory=list)
+    # Processes that normalise a large submission's recipients (campaigns/intake.py); unset: one
+    # per CPU; 1: in this process only.
+    intake_processes: int | None = Field(default=None, ge=1)
     # Testing only: a Redis key (in redis_url) through which every process reads a shifted or
     # frozen time (campaigns.clock.RedisClock). Unset: the system clock.
     clock_key: str | None = None

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 from worker.bench.probes import PeakRss, percentile
 from worker.bench.recipients import recipients
@@ -21,7 +23,12 @@ def test_bench_prints_every_figure_as_a_positive_number(pg_url, redis_url):
     for stage in ("intake", "fanout", "dispatch", "reports", "baseline"):
         assert results[stage]["rate"] > 0, stage
         assert results[stage]["peak_rss_mb"] > 0, stage
-    assert results["dispatch"]["ratio_to_baseline"] > 0
+    # Every stage beside its own limit, measured in the same run.
+    for stage in ("fanout", "dispatch", "reports"):
+        r = results[stage]
+        assert r["baseline_rate"] > 0, stage
+        assert r["ratio_to_baseline"] == pytest.approx(r["rate"] / r["baseline_rate"], rel=0.01), stage
+    assert results["dispatch"]["baseline_rate"] == results["baseline"]["rate"]
     assert results["intake"]["ratio_to_phonenumbers"] > 0
     for stage in ("fanout", "dispatch", "reports"):
         assert 0 < results[stage]["p50_ms"] <= results[stage]["p95_ms"], stage

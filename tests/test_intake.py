@@ -78,6 +78,91 @@ def test_recipients_are_streamed_chunk_by_chunk(services, monkeypatch):
     assert pulled_at_writes == [intake.CHUNK, 2 * intake.CHUNK, 3 * intake.CHUNK]
 
 
+def _mixed(n):
+    """Strings and objects, invalid ones, and duplicates written otherwise with another name."""
+    for i in range(n):
+        if i % 17 == 0:
+            yield "not a number"
+        elif i % 5 == 0:
+            yield {"to": f"07400 {i - 3:06d}", "name": f"later {i}"}  # the same number as recipient i - 3
+        else:
+            yield {"to": f"+447400{i:06d}", "name": f"first {i}"}
+
+
+def _stored(receipt):
+    cid = uuid.UUID(receipt.campaign_id)
+    with db.session() as s:
+        messages = s.execute(select(Message.phone, Message.body).where(Message.campaign_id == cid)
+                             .order_by(Message.id)).all()
+        rejections = s.execute(select(Rejection.position, Rejection.kind, Rejection.reason, Rejection.raw)
+                               .where(Rejection.campaign_id == cid).order_by(Rejection.position)).all()
+    return [tuple(m) for m in messages], [tuple(r) for r in rejections]
+
+
+def test_a_large_submission_is_normalised_in_a_process_pool_with_the_same_outcome(services, monkeypatch):
+    # Given a submission past the pool's threshold (both made small here so that many chunks go
+    # through the pool), with duplicates whose first occurrence must win and invalid numbers
+    monkeypatch.setattr(intake, "CHUNK", 200)
+    monkeypatch.setattr(intake, "POOL_AFTER", 400)
+    n = 3000
+    submitted = []
+
+    class CountingPool(intake.ProcessPoolExecutor):
+        def submit(self, fn, *args, **kwargs):
+            submitted.append(len(args[0]))
+            return super().submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(intake, "ProcessPoolExecutor", CountingPool)
+    pulled = 0
+    ahead = []
+
+    def source():
+        nonlocal pulled
+        for raw in _mixed(n):
+            pulled += 1
+            yield raw
+
+    write = intake._write
+    written = 0
+
+    def recording_write(s, model, columns, rows):
+        nonlocal written
+        if model is Rejection:  # the last write of a chunk
+            written = max(written, max((r[1] for r in rows), default=written))
+            ahead.append(pulled - written)
+        write(s, model, columns, rows)
+
+    monkeypatch.setattr(intake, "_write", recording_write)
+    spec = _spec(message="Hi {name}")
+
+    # When it is taken with a pool of two processes, and again in this process alone
+    configure(get_settings().model_copy(update={"intake_processes": 2}))
+    pooled = intake.submit(spec, source())
+    configure(get_settings().model_copy(update={"intake_processes": 1}))
+    alone = intake.submit(spec, _mixed(n))
+
+    # Then the pool took every chunk past the threshold, never read more than its window ahead
+    # (memory stays flat), and the outcome is exactly the in-process one: first occurrences won
+    assert sum(submitted) == n - 400 and max(submitted) == 200
+    assert max(ahead) <= 200 * (2 * intake.AHEAD + 1)
+    assert pooled.model_dump(exclude={"campaign_id"}) == alone.model_dump(exclude={"campaign_id"})
+    first_name, invalid = {}, 0  # an independent count: "07400 ..." repeats "+447400..."
+    for raw in _mixed(n):
+        if isinstance(raw, str):
+            invalid += 1
+        else:
+            e164 = "+44" + raw["to"].replace(" ", "")[1:] if raw["to"].startswith("0") else raw["to"]
+            first_name.setdefault(e164, raw["name"])
+    accepted = len(first_name)
+    assert (pooled.accepted, pooled.duplicates, pooled.invalid) == (accepted, n - invalid - accepted, invalid)
+    assert pooled.duplicates > 400
+    assert _stored(pooled) == _stored(alone)
+    messages, rejections = _stored(pooled)
+    assert dict(messages) == {e164: f"Hi {name}" for e164, name in first_name.items()}
+    assert ("+447400000002", "Hi first 2") in messages
+    assert (5, "duplicate", "duplicate of an earlier recipient", "+447400000002") in rejections
+
+
 def test_one_bad_recipient_never_sinks_the_campaign(services):
     recipients = [
         "+447400000001",
@@ -152,7 +237,7 @@ def test_parse_names_each_bad_field():
 
 
 def test_files_are_read_one_recipient_at_a_time(tmp_path):
-    from campaigns.recipients import InvalidRecipient
+    from campaigns.recipients import InvalidRecipient, read_recipient
     from campaigns.sources import read_recipients
 
     spreadsheet = tmp_path / "export.csv"  # a spreadsheet's export: BOM, CRLF, capitalised header
@@ -168,4 +253,4 @@ def test_files_are_read_one_recipient_at_a_time(tmp_path):
     first, second, broken = read_recipients(jsonl)
     assert (first, second["name"]) == ("+447400123456", "Wanjiru")
     with pytest.raises(InvalidRecipient, match="not valid JSON"):
-        intake.read_recipient(broken)
+        read_recipient(broken)

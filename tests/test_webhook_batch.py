@@ -68,3 +68,41 @@ def test_batches_never_exceed_the_maximum(size):
     seen: list[int] = []
     run(Batcher(lambda items: (seen.append(len(items)), [0] * len(items))[1]), [item(n) for n in range(size)])
     assert sum(seen) == size and max(seen) <= 500
+
+
+def test_the_campaign_webhook_fast_path_answers_as_the_api_does(services):
+    """POST /v1/webhooks/{account}/{campaign_id}/{token} is plain ASGI (worker/api/report_path.py):
+    over real HTTP it applies reports and refuses bad ones with the API's statuses and details."""
+    import uuid
+
+    import httpx
+
+    from campaigns.aggregate import campaign_report
+    from campaigns.signing import account_webhook_url, webhook_url
+    from tests.reporting import mark_sent, numbers, stored_campaign, tiko_row
+
+    cid = stored_campaign(numbers(2))
+    first, second = mark_sent(cid)
+    url = webhook_url("tiko", str(cid))
+    base, token = url.rsplit("/", 1)
+
+    def post(target, **kwargs):
+        answer = httpx.post(target, timeout=10, **kwargs)
+        return answer.status_code, answer.json(), answer.headers["content-type"]
+
+    assert post(url, json=tiko_row(first, "DELIVRD")) == (200, {"applied": 1}, "application/json")
+    assert post(url, json=tiko_row(first, "DELIVRD")) == (200, {"applied": 0}, "application/json")
+    assert post(f"{base}/{token[:-2]}xx", json=tiko_row(second, "DELIVRD"))[:2] == (
+        401, {"detail": "invalid webhook token"})
+    other = webhook_url("tiko", str(uuid.uuid4()))
+    assert post(other.replace("/tiko/", "/nope/", 1), json={})[:2] == (404, {"detail": "unknown provider account"})
+    assert post(url, content=b"{not json")[:2] == (422, {"detail": "the body must be JSON"})
+    assert post(url, content=b"\xff\xfe")[:2] == (422, {"detail": "the body must be JSON"})
+    assert post(url, json=[1])[:2] == (422, {"detail": "the body must be a JSON object"})
+    assert post(url, json={})[0] == 422
+    # Routes beside it are still FastAPI's: account webhooks, a missing token, other methods.
+    assert post(account_webhook_url("tiko", "status"), json=tiko_row(second, "DELIVRD"))[:2] == (200, {"applied": 1})
+    assert post(base, json={})[:2] == (401, {"detail": "missing webhook token"})
+    wrong = httpx.get(url, timeout=10)
+    assert (wrong.status_code, wrong.headers["allow"]) == (405, "POST")
+    assert campaign_report(cid)["status"] == "completed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -27,6 +28,7 @@ from worker import metrics
 from worker.app import app as celery_app
 from worker.api import auth, health, intake as http_intake, limits
 from worker.providers import get_provider
+from worker.api.report_path import DeliveryReportPath
 from worker.api.webhook_batch import Batcher, Item
 
 
@@ -47,7 +49,6 @@ def create_app() -> FastAPI:
     app = FastAPI(title="Herald", version="0.1.0",
                   description="Bulk SMS campaign dispatch: intake, status and delivery reports.")
     auth.install(app)
-    app.add_middleware(limits.BodyLimitMiddleware)  # outermost: a body too large is refused first
     reports_batch = Batcher()  # delivery reports arriving together are applied together
 
     async def _database_unavailable(_request: Request, _exc: Exception) -> JSONResponse:
@@ -149,7 +150,7 @@ def create_app() -> FastAPI:
     async def account_status_webhook(account: str, token: str, request: Request):
         if not valid_account_webhook_token(account, "status", token):
             raise _unauthorized(account, "status", "invalid webhook token")
-        payload, reports = await _reports(account, request)
+        payload, reports = _reports(account, await request.body())
         return {"applied": await reports_batch.apply(Item(account, None, reports, payload))}
 
     @app.post("/v1/webhooks/{account}/incoming/{token}", include_in_schema=False)
@@ -161,7 +162,7 @@ def create_app() -> FastAPI:
         if parse is None:
             raise HTTPException(404, "this provider sends no inbound messages")
         try:
-            messages = parse(await _json_object(request))
+            messages = parse(_json_object(await request.body()))
         except InvalidReport as exc:
             raise HTTPException(422, str(exc)) from None
         return {"suppressed": await run_in_threadpool(_record_inbound, account, messages)}
@@ -170,14 +171,17 @@ def create_app() -> FastAPI:
     def webhook_without_token(account: str, subject: str):
         raise _unauthorized(account, "report", "missing webhook token")
 
-    @app.post("/v1/webhooks/{account}/{campaign_id}/{token}", include_in_schema=False)
-    async def delivery_report(account: str, campaign_id: str, token: str, request: Request):
+    # POST /v1/webhooks/{account}/{campaign_id}/{token}, served by DeliveryReportPath (report_path.py).
+    async def delivery_report(account: str, campaign_id: str, token: str, body: bytes) -> dict:
         # Checked before the id is parsed: a bad token learns nothing, not even "bad id".
         if not valid_webhook_token(account, campaign_id, token):
             raise _unauthorized(account, "report", "invalid webhook token")
-        payload, reports = await _reports(account, request)
+        payload, reports = _reports(account, body)
         return {"applied": await reports_batch.apply(Item(account, uuid.UUID(campaign_id), reports, payload))}
 
+    app.add_middleware(DeliveryReportPath, handle=delivery_report)
+    # Added last, so outermost: a body too large is refused first, on every path.
+    app.add_middleware(limits.BodyLimitMiddleware)
     return app
 
 
@@ -193,13 +197,13 @@ def _provider(account: str):
         raise HTTPException(404, "unknown provider account") from None
 
 
-async def _json_object(request: Request) -> dict:
+def _json_object(body: bytes) -> dict:
     """The webhook body as a JSON object, within its limits (413 too many items, 422 otherwise).
 
     Parsed and checked before any transaction starts: a large body never holds the database."""
     settings = get_settings()
     try:
-        payload = await request.json()
+        payload = json.loads(body)
     except (ValueError, RecursionError):
         raise HTTPException(422, "the body must be JSON") from None
     if not isinstance(payload, dict):
@@ -212,10 +216,10 @@ async def _json_object(request: Request) -> dict:
     return payload
 
 
-async def _reports(account: str, request: Request) -> tuple[dict, list[StatusReport]]:
+def _reports(account: str, body: bytes) -> tuple[dict, list[StatusReport]]:
     """The body's reports, each naming a message and a status, or 422 before anything is stored."""
     provider = _provider(account)
-    payload = await _json_object(request)
+    payload = _json_object(body)
     try:
         reports = provider.parse_report(payload)
     except (InvalidReport, ValueError, TypeError, KeyError) as exc:

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -18,6 +19,16 @@ def _status_kb(pid: int, field: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _pss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
                 return int(line.split()[1])
     except (OSError, ValueError):
         pass
@@ -51,6 +62,7 @@ class PeakRss:
 
     def __init__(self, pids: Callable[[], Iterable[int]] = lambda: [os.getpid()]):
         self.pids = pids
+        self.seen = 0.0  # the highest sum sampled while ``sampling()``: processes that exit count too
 
     def reset(self) -> PeakRss:
         for pid in self.pids():
@@ -61,7 +73,28 @@ class PeakRss:
         return self
 
     def mb(self) -> float:
-        return round(sum(_status_kb(pid, "VmHWM") for pid in self.pids()) / 1024, 1)
+        return max(self.seen, round(sum(_status_kb(pid, "VmHWM") for pid in self.pids()) / 1024, 1))
+
+    @contextmanager
+    def sampling(self, interval: float = 0.1) -> Iterator[PeakRss]:
+        """Sample while the block runs, so that short-lived processes (a pool's) are counted.
+
+        Samples add up proportional set sizes (PSS): forked processes share pages, and summing
+        their resident sets would count those pages once per process.
+        """
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(interval):
+                self.seen = max(self.seen, round(sum(_pss_kb(pid) for pid in self.pids()) / 1024, 1))
+
+        thread = threading.Thread(target=sample, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            done.set()
+            thread.join()
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -6,12 +6,18 @@ It runs against the PostgreSQL server and Redis the settings name, but in a data
 
 1. intake: ``campaigns.intake.submit`` in this process, from a file of recipients;
 2. fan-out: ``worker.send.fanout.fan_out`` with the task module's publisher, in this process, while
-   no worker consumes the send queue;
+   no worker consumes the send queue; then its baseline, kombu publishing as many id-only messages
+   in the same batches with no database reads;
 3. baseline: the bare task (``worker.bench.baseline``) on the same workers, then
    dispatch: the workers start consuming the send queue; timed from the emulator's log, from the
    first send request it received to the last acceptance;
-4. reports: the emulator held every delivery report back; it now pushes them all, and the stage
-   ends when the last one was applied.
+4. reports: the emulator held every delivery report back; it first pushes them all to a bare
+   receiver (``worker.bench.baseline.bare_receiver`` on the same server with the same workers),
+   then the same reports to ``herald api``; each is timed from the release to the emulator's last
+   answered push (Herald answers a report only once it is applied).
+
+Every stage but intake reports ``rate``, ``baseline_rate`` and ``ratio_to_baseline``; intake is
+compared with phonenumbers alone on the same lines (``ratio_to_phonenumbers``).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from sqlalchemy.engine import make_url
 
 from campaigns import db, migrate
 from campaigns.errors import ConfigurationError
-from campaigns.models import Campaign, DeliveryReport, Message
+from campaigns.models import Campaign, Message
 from campaigns.settings import ProviderAccount, Settings, configure, get_settings
 from campaigns.statuses import CampaignStatus, MessageStatus
 from worker import queues
@@ -47,7 +53,8 @@ from worker.bench.recipients import read_lines, recipients_file
 
 STAGES = ("intake", "fanout", "dispatch", "reports")
 WARMUP_TASKS = 200
-_QUEUES = (*queues.ALL, baseline.QUEUE)
+_QUEUES = (*queues.ALL, baseline.QUEUE, baseline.FANOUT_QUEUE)
+API_WORKERS = 2  # herald api's processes, and the bare receiver's: the same server either way
 
 
 @dataclass
@@ -95,6 +102,8 @@ class _Bench:
         self.results: dict[str, dict] = {}
         self.emulator = None
         self.api: subprocess.Popen | None = None
+        self.bare: subprocess.Popen | None = None  # the reports baseline's server
+        self.bare_url = ""
         self.workers: list[subprocess.Popen] = []
         self.hostnames: list[str] = []
         self.db_url: str | None = None
@@ -118,8 +127,7 @@ class _Bench:
             self._wait_for_workers()
             self._baseline(accepted)
             self._dispatch(campaign_id, accepted)
-            self.results["dispatch"]["ratio_to_baseline"] = round(
-                self.results["dispatch"]["rate"] / self.results["baseline"]["rate"], 3)
+            _compare(self.results["dispatch"], self.results["baseline"]["rate"])
         if "reports" in self.stages:
             self._reports(campaign_id, accepted)
         return {**{k: self.results[k] for k in (*STAGES, "baseline") if k in self.results},
@@ -162,6 +170,7 @@ class _Bench:
         }
         if dispatching:
             self._start_api(port)
+            self._start_bare_receiver(free_port())
 
     def _config(self) -> dict:
         from worker.app import app
@@ -171,7 +180,7 @@ class _Bench:
             "workers": self.opts.workers, "pool": self.opts.pool or app.conf.worker_pool,
             "concurrency": self.opts.concurrency or app.conf.worker_concurrency,
             "prefetch_multiplier": app.conf.worker_prefetch_multiplier,
-            "fanout_batch": get_settings().fanout_batch, "cpus": os.cpu_count(),
+            "fanout_batch": get_settings().fanout_batch, "cpus": os.cpu_count(), "api_workers": API_WORKERS,
             "stages": list(self.stages),
         }
 
@@ -183,8 +192,13 @@ class _Bench:
         self.opts.say("intake")
         spec = CampaignSpec.model_validate({"from": baseline.SENDER, "message": baseline.BODY,
                                             "default_region": "GB", "provider": baseline.ACCOUNT})
-        rss = PeakRss().reset()
-        with profiled(self.opts.profile_dir, "intake", [os.getpid()]):
+        servers = [p.pid for p in (self.api, self.bare, self.emulator and self.emulator.proc) if p is not None]
+
+        def mine() -> set[int]:  # this process and the intake pool it starts, not the servers
+            return set(process_tree(os.getpid())).difference(*(process_tree(pid) for pid in servers))
+
+        rss = PeakRss(mine).reset()
+        with profiled(self.opts.profile_dir, "intake", [os.getpid()]), rss.sampling():
             started = time.perf_counter()
             receipt = intake.submit(spec, read_lines(path))
             elapsed = time.perf_counter() - started
@@ -197,7 +211,7 @@ class _Bench:
             "elapsed_s": round(elapsed, 3), "recipients": n, "accepted": receipt.accepted,
             "duplicates": receipt.duplicates, "invalid": receipt.invalid,
             "phonenumbers_rate": round(pn_rate, 1), "ratio_to_phonenumbers": round(rate / pn_rate, 3),
-            "peak_rss_of": "this process",
+            "peak_rss_of": "this process and its intake pool, summed",
         }
         return receipt.campaign_id, receipt.accepted
 
@@ -225,6 +239,7 @@ class _Bench:
             **_ms(batches), "latency_of": "one batch published",
             "elapsed_s": round(elapsed, 3), "tasks": published, "peak_rss_of": "this process",
         }
+        _compare(self.results["fanout"], _bare_publish_rate(published, get_settings().fanout_batch))
 
     def _baseline(self, n: int) -> None:
         from worker.app import app
@@ -260,11 +275,11 @@ class _Bench:
         }
 
     def _reports(self, campaign_id: str, accepted: int) -> None:
-        self.opts.say(f"reports: {accepted} delivery reports pushed by the emulator")
+        self.opts.say(f"reports: {accepted} delivery reports pushed to a bare receiver, then to herald api")
+        bare_rate, _ = self._push_reports(self.bare_url, accepted, keep=True)
         cid = uuid.UUID(campaign_id)
         rss = PeakRss(lambda: process_tree(self.api.pid)).reset()
         pushed_before = self.emulator_stats()["reports_pushed"]
-        started = time.time()
 
         def completed() -> bool:
             with db.session() as s:
@@ -272,31 +287,58 @@ class _Bench:
 
         finals = [MessageStatus.DELIVERED, MessageStatus.FAILED, MessageStatus.EXPIRED]
         with profiled(self.opts.profile_dir, "reports", process_tree(self.api.pid)):
-            httpx.post(f"{self.emulator.url}/_emulator/release", timeout=30).raise_for_status()
-            _wait_progressing(lambda: _count(cid, finals), accepted, self.opts.timeout_s,
-                              f"{accepted} delivery reports (herald api log in {self.logdir})")
+            rate, elapsed = self._push_reports(None, accepted, keep=False)
             _wait(completed, self.opts.timeout_s, "the campaign to complete")
         peak = rss.mb()
-        with db.session() as s:
-            last = s.scalar(select(func.max(DeliveryReport.received_at)))
-        elapsed = last.timestamp() - started
         final = _count(cid, finals)
+        if final != accepted:
+            raise RuntimeError(f"{final} of {accepted} messages reached a final status")
         pushes = self.emulator.records()["push_seconds"][pushed_before:]
         self.results["reports"] = {
-            "rate": round(final / elapsed, 1), "peak_rss_mb": peak, **_ms(pushes),
-            "latency_of": "webhook round trip seen by the provider", "elapsed_s": round(elapsed, 3),
+            "rate": rate, "peak_rss_mb": peak, **_ms(pushes),
+            "latency_of": "webhook round trip seen by the provider", "elapsed_s": elapsed,
             "reports": final, "peak_rss_of": "the webhook server (herald api)",
         }
+        _compare(self.results["reports"], bare_rate)
+
+    def _push_reports(self, to: str | None, n: int, keep: bool) -> tuple[float, float]:
+        """Have the emulator push its ``n`` held reports (to ``to`` instead, if given) and time them
+        from the release to the last answered push: (rate, elapsed)."""
+        goal = self.emulator_stats()["reports_pushed"] + n
+        started = time.time()
+        httpx.post(f"{self.emulator.url}/_emulator/release", params={"keep": keep, **({"to": to} if to else {})},
+                   timeout=30).raise_for_status()
+        where = f"the bare receiver (log in {self.logdir})" if to else f"herald api (log in {self.logdir})"
+        _wait_progressing(lambda: self.emulator_stats()["reports_pushed"], goal, self.opts.timeout_s,
+                          f"{n} delivery reports pushed to {where}")
+        stats = self.emulator_stats()
+        if stats["reports_failed"]:
+            raise RuntimeError(f"{stats['reports_failed']} report pushes failed ({where})")
+        elapsed = stats["last_pushed_at"] - started
+        return round(n / elapsed, 1), round(elapsed, 3)
 
     # -- processes -------------------------------------------------------------------------
     def _start_api(self, port: int) -> None:
         log = (self.logdir / "api.log").open("w")
-        self.api = subprocess.Popen([sys.executable, "-m", "worker.cli", "api", "--port", str(port)],
+        self.api = subprocess.Popen([sys.executable, "-m", "worker.cli", "api", "--port", str(port),
+                                     "--workers", str(API_WORKERS)],
                                     env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         url = f"http://127.0.0.1:{port}/healthz"
         _wait(lambda: _up(url) or self.api.poll() is not None, 60, "the webhook server to start")
         if self.api.poll() is not None:
             raise RuntimeError(f"herald api did not start; see {self.logdir / 'api.log'}")
+
+    def _start_bare_receiver(self, port: int) -> None:
+        log = (self.logdir / "bare-receiver.log").open("w")
+        self.bare = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "worker.bench.baseline:bare_receiver", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", str(API_WORKERS), "--log-level", "warning", "--no-access-log"],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.bare_url = f"http://127.0.0.1:{port}"
+        _wait(lambda: _up(f"{self.bare_url}/healthz") or self.bare.poll() is not None, 60,
+              "the bare receiver to start")
+        if self.bare.poll() is not None:
+            raise RuntimeError(f"the bare receiver did not start; see {self.logdir / 'bare-receiver.log'}")
 
     def _start_workers(self, *queues: str) -> None:
         extra = []
@@ -371,10 +413,11 @@ class _Bench:
         self.broker_claimed = True
 
     def close(self) -> None:
-        for proc in [*self.workers, self.api]:
+        procs = [*self.workers, self.api, self.bare]
+        for proc in procs:
             if proc is not None and proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-        for proc in [*self.workers, self.api]:
+        for proc in procs:
             if proc is not None:
                 try:
                     proc.wait(30)
@@ -406,6 +449,19 @@ def _phonenumbers_rate(path: Path) -> float:
         except phonenumbers.NumberParseException:
             pass
     return n / (time.perf_counter() - started)
+
+
+def _bare_publish_rate(n: int, batch: int) -> float:
+    """Fan-out's upper bound: kombu publishing ``n`` id-only messages in batches of ``batch``."""
+    started = time.perf_counter()
+    for first in range(0, n, batch):
+        baseline.bare_publish(list(range(first, min(first + batch, n))))
+    return n / (time.perf_counter() - started)
+
+
+def _compare(result: dict, baseline_rate: float) -> None:
+    result["baseline_rate"] = round(baseline_rate, 1)
+    result["ratio_to_baseline"] = round(result["rate"] / baseline_rate, 3)
 
 
 def _ms(seconds: list[float]) -> dict:

@@ -349,7 +349,7 @@ _numbers_file = click.option("--file", "numbers_file", type=click.Path(exists=Tr
 
 
 def _numbers(numbers: tuple[str, ...], numbers_file: Path | None) -> list[str]:
-    from campaigns.intake import read_recipient
+    from campaigns.recipients import read_recipient
     from campaigns.recipients import InvalidRecipient
     from campaigns.sources import read_recipients
 

@@ -104,6 +104,7 @@ class Emulator:
         self.reports_pushed = 0
         self.reports_failed = 0
         self.push_answers: Counter = Counter()  # status of every report push not taken (0: no answer)
+        self.last_pushed_at = 0.0  # wall time the last successful push was answered
         # Requests being served right now, and the most ever at once, per path.
         self.current: dict[str, int] = {}
         self.peak: dict[str, int] = {}
@@ -217,6 +218,7 @@ class Emulator:
                 with self._lock:
                     self.push_seconds.append(time.perf_counter() - started)
                     self.reports_pushed += 1
+                    self.last_pushed_at = time.time()
                 return
             with self._lock:
                 self.push_answers[status] += 1
@@ -234,12 +236,21 @@ class Emulator:
         else:
             await self.push(url, payload)
 
-    async def release(self) -> int:
-        """Push every held report from the push threads; returns how many were held."""
-        held, self.held = self.held, []
+    async def release(self, to: str | None = None, keep: bool = False) -> int:
+        """Push every held report from the push threads; returns how many were held.
+
+        ``to`` (scheme://host:port) sends them to the same paths on another server, and ``keep``
+        holds them still: the benchmark pushes the same reports to a bare receiver first.
+        """
+        held = self.held
+        if not keep:
+            self.held = []
         queue: SimpleQueue = SimpleQueue()
-        for item in held:
-            queue.put(item)
+        for url, payload in held:
+            if to is not None:
+                parts = httpx.URL(url)
+                url = str(httpx.URL(to).copy_with(path=parts.path, query=parts.query or None))
+            queue.put((url, payload))
 
         def pusher() -> None:
             while not queue.empty():
@@ -256,7 +267,7 @@ class Emulator:
     def stats(self) -> dict:
         return {"accepted": len(self.records), "requests": len(self.requests), "held": len(self.held),
                 "reports_pushed": self.reports_pushed, "reports_failed": self.reports_failed,
-                "push_answers": dict(self.push_answers)}
+                "push_answers": dict(self.push_answers), "last_pushed_at": self.last_pushed_at}
 
     def find(self, provider: str, message_id: str) -> Record | None:
         record = self.by_id.get(message_id)

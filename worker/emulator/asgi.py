@@ -61,8 +61,8 @@ def create_app(emulator: Emulator | None = None) -> FastAPI:
         return emulator.stats()
 
     @app.post("/_emulator/release")
-    async def release() -> dict:
-        return {"released": await emulator.release()}
+    async def release(to: str | None = None, keep: bool = False) -> dict:
+        return {"released": await emulator.release(to, keep)}
 
     @app.put("/_emulator/knobs")
     def set_knobs(knobs: Knobs) -> Knobs:

@@ -26,8 +26,7 @@ class EmulatorProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
-    # Generous: importing the worker package (Celery, the tasks) takes seconds on a busy machine.
-    def start(self, timeout: float = 60.0) -> EmulatorProcess:
+    def start(self, timeout: float = 90.0) -> EmulatorProcess:  # a busy CI machine: 40 s seen
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "worker.emulator.serve", "--port", str(self.port),
              "--knobs", self.knobs.model_dump_json()],
