@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 
-from fastapi import HTTPException
+from starlette.exceptions import HTTPException  # also what fastapi.HTTPException subclasses
 
 from campaigns import db
 
@@ -40,23 +40,30 @@ class DeliveryReportPath:
         await self.app(scope, receive, send)
 
     async def _serve(self, account: str, campaign_id: str, token: str, receive, send) -> None:
-        chunks, more = [], True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
         headers = []
         try:
-            status, answer = 200, await self.handle(account, campaign_id, token, b"".join(chunks))
-        except HTTPException as exc:
+            body = await _body(receive)
+            if body is None:
+                return  # the client went away
+            status, answer = 200, await self.handle(account, campaign_id, token, body)
+        except HTTPException as exc:  # the handler's answers, and the body limit's 413
             status, answer = exc.status_code, {"detail": exc.detail}
         except db.CONNECTION_ERRORS:
             # Nothing was written (the batch is one transaction); the provider retries.
             status, answer = 503, {"detail": "the database is unavailable; retry shortly"}
             headers.append((b"retry-after", b"1"))
         await _answer(send, status, answer, headers)
+
+
+async def _body(receive) -> bytes | None:
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks)
 
 
 async def _answer(send, status: int, answer: dict, headers: list[tuple[bytes, bytes]]) -> None:
