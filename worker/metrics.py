@@ -112,7 +112,7 @@ class StateCollector:
                                             labels=["campaign_id"])
                 for campaign_id, moved in movement(s).items():
                     stalled.add_metric([str(campaign_id)], int(moved.stalled))
-            families += [messages, campaigns, active, progress, stalled, *_windows(s)]
+                families += [messages, campaigns, active, progress, stalled, *_windows(s)]
         except Exception:
             log.warning("metrics: the database could not be read", exc_info=True)
             families.append(_scrape_error("database"))
