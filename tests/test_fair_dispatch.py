@@ -153,7 +153,9 @@ def test_a_small_campaign_interleaves_with_a_large_one(services, workers):
     assert left > large_n // 2, "the small campaign waited for most of the large one"
     # Its sends reached the provider before the large campaign's window (all of it) had drained.
     ahead = [t for t in times[large] if small_at < t < times[small][0]]
-    assert len(ahead) <= window + 8, f"{len(ahead)} of the large campaign's sends went first"
+    # The window published when the small one arrived, and at most one refill that raced its
+    # submission (submitted through the broker, so not at one instant): never the campaign.
+    assert len(ahead) <= 2 * window, f"{len(ahead)} of the large campaign's sends went first"
 
 
 def test_higher_priority_classes_are_consumed_first(services, start_worker):
