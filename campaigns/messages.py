@@ -96,11 +96,9 @@ def postpone(message_id: int, *, wait_s: float | None = None, not_before: dateti
                 .values(**values))
 
 
-def finish(message_id: int, status: MessageStatus, error: str, *, claimed_at: datetime | None = None,
-           s: Session | None = None) -> bool:
+def finish(message_id: int, status: MessageStatus, error: str, *, claimed_at: datetime | None = None) -> bool:
     """``sending -> status`` (final) without a report: refused for good, no route, poison."""
-    statement = _claimed(message_id, claimed_at).values(status=status, error=error, final_at=now())
-    return s.execute(statement).rowcount == 1 if s is not None else _run(statement)
+    return _run(_claimed(message_id, claimed_at).values(status=status, error=error, final_at=now()))
 
 
 def mark_unknown(message_id: int, error: str, *, claimed_at: datetime | None = None) -> bool:
