@@ -329,7 +329,12 @@ async def admitted(emu: Emulator, request: Request, path: str, *, provider: str,
                    send: bool = False) -> tuple[dict, object]:
     """The request's body, or the answer that refuses it: credentials and knobs first
     (``refused(request, send)``), then the provider's document (``path``: its path template),
-    refused as ``error(422, why)``."""
+    refused as ``error(422, why)``.
+
+    The body is read before the latency is served: a provider's front server buffers a request
+    as it arrives, so a client that dies after sending all of it has still sent it (uvicorn
+    would drop a body the application had not read yet when the connection closed)."""
+    await request.body()
     await emu.delay()
     if (answer := refused(request, send)) is not None:
         return {}, answer
