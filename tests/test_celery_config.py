@@ -51,3 +51,36 @@ def test_send_tasks_only_retry_through_the_cap():
     # The send task must not carry its own retry countdown that would bypass tasks.countdown().
     assert tasks.send_message.default_retry_delay <= MAX_COUNTDOWN_S
     assert tasks.send_message.max_retries is None  # throttled waits never exhaust a retry budget
+
+
+def test_sends_published_in_a_batch_are_the_messages_celery_writes(services):
+    """worker/broker.publish_calls builds messages itself: they must stay what apply_async writes
+    (same headers and properties but the ids, the arguments in the body), in the queue's own list."""
+    import base64
+    import json
+
+    from worker.app import app
+    from worker.broker import publish_calls
+
+    queue = "send.bulk"
+    with app.connection_for_write() as conn:
+        client = conn.default_channel.client
+        client.delete(queue)
+        with app.producer_or_acquire() as producer:
+            tasks.send_message.apply_async((7,), {"refill": ["c", 3]}, producer=producer, queue=queue)
+            with producer.batch(2):
+                publish_calls(producer, tasks.send_message, [((7,), {"refill": ["c", 3]}), ((8,), None)], queue)
+        raw = [json.loads(m) for m in client.lrange(queue, 0, -1)]
+        client.delete(queue)
+    assert len(raw) == 3
+    theirs, ours, plain = raw[::-1]  # kombu pushes on the left: the list holds the newest first
+    ids = ("id", "root_id", "origin")
+    for key in ("headers", "properties"):
+        strip = {"correlation_id", "delivery_tag", "body_encoding", "delivery_info"} if key == "properties" else set(ids)
+        assert {k: v for k, v in ours[key].items() if k not in strip} == \
+            {k: v for k, v in theirs[key].items() if k not in strip}, key
+    assert ours["headers"]["id"] == ours["headers"]["root_id"] == ours["properties"]["correlation_id"]
+    assert ours["properties"]["delivery_info"]["routing_key"] == queue
+    def body(message):
+        return json.loads(base64.b64decode(message["body"]))
+    assert body(ours) == body(theirs) and body(plain)[:2] == [[8], {}]

@@ -1,5 +1,7 @@
-"""The Redis broker transport: kombu's own, made to survive a broker restart.
+"""The broker: kombu's Redis transport made to survive a broker restart, and many calls of one
+task published at the cost of one.
 
+The transport. 
 When the broker goes away, Celery (5.7) first *collects* the consumer's connection, which
 detaches the transport from it (``transport.client = None``), and then closes it. Closing the
 channel restores its unacknowledged messages, which needs a Redis client, whose parameters are
@@ -13,6 +15,11 @@ the sweeper (scheduler/sweep.py) long before that.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterable
+
+from celery import Task
+from kombu import Producer
 from kombu.transport import redis as kombu_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -30,3 +37,27 @@ class Transport(kombu_redis.Transport):
 
 # The app's ``broker_transport`` for redis:// broker URLs (rediss:// keeps kombu's, for its TLS setup).
 TRANSPORT = f"{__name__}:Transport"
+
+
+def publish_calls(producer: Producer, task: Task, calls: Iterable[tuple[tuple, dict | None]], queue: str) -> None:
+    """Publish ``task(*args, **kwargs)`` for each (args, kwargs) of ``calls`` on ``queue``.
+
+    ``apply_async`` spent about 0.4 ms per call (routing, the options' merge, ``saferepr`` of
+    the arguments, a declare of the queue each time): fan-out published at a fifth of kombu's
+    own rate. Here Celery builds one message (its protocol 2, whatever this version writes) and
+    each call is that message with its own id and arguments. Only for calls whose arguments are
+    plain JSON values, without countdown, expiry or links. No publish signals are sent.
+    """
+    reply_to = task.app.thread_oid
+    template = task.app.amqp.create_task_message(
+        "template", task.name, (), {}, ignore_result=task.ignore_result, reply_to=reply_to)
+    embed = template.body[2]
+    producer.maybe_declare(task.app.amqp.queues[queue])
+    for args, kwargs in calls:
+        task_id = str(uuid.uuid4())
+        kwargs = kwargs or {}
+        headers = {**template.headers, "id": task_id, "root_id": task_id,
+                   "argsrepr": repr(args), "kwargsrepr": repr(kwargs)}
+        producer.publish((args, kwargs, embed), exchange="", routing_key=queue, serializer="json",
+                         headers=headers, retry=False, delivery_mode=2, correlation_id=task_id,
+                         reply_to=reply_to)

@@ -9,7 +9,7 @@ from celery.worker.request import Request
 from campaigns import db
 from campaigns.settings import get_settings
 from campaigns.statuses import MessageStatus
-from worker import queues
+from worker import broker, queues
 from worker.app import MAX_COUNTDOWN_S, app
 from worker.logs import REDACTED, log_context
 from worker.send import cancel, dispatch, fanout, settle
@@ -61,12 +61,10 @@ def publish_sends(ids: list[int], queue: str = queues.SEND, token: fanout.Token 
     transports (the embedded broker) publish one by one, as before.
     """
     carrier = token.carrier if token else None
+    calls = (((message_id,), {"refill": [token.campaign_id, token.seq]} if message_id == carrier else None)
+             for message_id in ids)
     with app.producer_or_acquire() as producer, producer.batch(max(len(ids), 1)):
-        for message_id in ids:
-            kwargs = {"refill": [token.campaign_id, token.seq]} if message_id == carrier else None
-            # retry=False: inside the batch nothing touches the network until its flush, which
-            # kombu's retry wrapper would not cover anyway; the wrapper only cost time per task.
-            send_message.apply_async((message_id,), kwargs, producer=producer, retry=False, queue=queue)
+        broker.publish_calls(producer, send_message, calls, queue)
 
 
 def schedule_refill(token: fanout.Token) -> None:
