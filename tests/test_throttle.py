@@ -224,3 +224,40 @@ def test_a_send_that_loses_its_claim_during_the_rate_wait_gives_its_lease_back(s
         assert get_throttle().acquire(limits_for(get_settings(), "tiko", cid, 1)).granted
     finally:
         configure(before)
+
+
+def test_a_send_that_names_its_campaign_skips_the_read_and_still_sends_once(services, emulator):
+    """The refill's sends carry their campaign id, so the send claims without reading the row
+    first: a repeated task still finds the claim taken, a paused campaign's message stays queued,
+    and the lease either took is given back."""
+    from sqlalchemy import select
+
+    from campaigns import db, intake, lifecycle
+    from campaigns.models import Message
+    from campaigns.schema import CampaignSpec
+    from campaigns.settings import get_settings
+    from worker.send import dispatch
+    from worker.send.throttle import get_throttle
+
+    spec = CampaignSpec.model_validate({"from": "Herald", "message": "hi", "default_region": "GB",
+                                        "concurrency": 1})
+    sent_cid = intake.submit(spec, ["+447400123404"]).campaign_id
+    paused_cid = intake.submit(spec, ["+447400123405"]).campaign_id
+    lifecycle.pause(paused_cid)
+    with db.session() as s:
+        sent, paused = (s.scalar(select(Message.id).where(Message.campaign_id == c)) for c in (sent_cid, paused_cid))
+
+    assert dispatch.send(sent, str(sent_cid)).status == "sent"
+    assert dispatch.send(sent, str(sent_cid)).status == "skipped"  # a redelivered copy
+    assert dispatch.send(paused, str(paused_cid)).status == "skipped"
+
+    refs = [r["client_ref"] for r in emulator.records()["records"]]
+    assert refs.count(str(sent)) == 1 and str(paused) not in refs
+    with db.session() as s:
+        assert s.get(Message, sent).status in ("sent", "delivered")  # its report may be in already
+        assert s.get(Message, paused).status == "queued"
+        assert s.get(Message, paused).attempts == 0
+    for cid in (sent_cid, paused_cid):  # each campaign's one in-flight slot is free again
+        lease = get_throttle().acquire(limits_for(get_settings(), "tiko", cid, 1))
+        assert lease.granted
+        get_throttle().release(lease)

@@ -53,16 +53,19 @@ def submit(service: str | None = None, **submission: Any) -> dict:
         raise SubmissionError.at(["service"], "no such service", "unknown_service") from None
 
 
-def publish_sends(ids: list[int], queue: str = queues.SEND, token: fanout.Token | None = None) -> None:
+def publish_sends(ids: list[int], queue: str = queues.SEND, token: fanout.Token | None = None,
+                  campaign_id: str | None = None) -> None:
     """Publish one send task per message id on ``queue``, all through one producer (one broker
-    connection); the send of ``token.carrier`` carries the window's refill token.
+    connection); the send of ``token.carrier`` carries the window's refill token. Sends of one
+    campaign name it (``campaign_id``), so the send need not read its row before the claim.
 
     On Redis the batch pipelines the pushes: one round trip per batch, not per task. Unsupported
     transports (the embedded broker) publish one by one, as before.
     """
     carrier = token.carrier if token else None
-    calls = (((message_id,), {"refill": [token.campaign_id, token.seq]} if message_id == carrier else None)
-             for message_id in ids)
+    common = {"campaign": campaign_id} if campaign_id else {}
+    calls = (((message_id,), {**common, "refill": [token.campaign_id, token.seq]} if message_id == carrier
+              else common) for message_id in ids)
     with app.producer_or_acquire() as producer, producer.batch(max(len(ids), 1)):
         broker.publish_calls(producer, send_message, calls, queue)
 
@@ -87,18 +90,19 @@ def fan_out(campaign_id: str, seq: int | None = None) -> int:
 @app.task(name="herald.send_message", bind=True, max_retries=None,
           autoretry_for=db.CONNECTION_ERRORS, retry_backoff=1,
           retry_backoff_max=MAX_COUNTDOWN_S)
-def send_message(self, message_id: int, refill: list | None = None) -> str:
+def send_message(self, message_id: int, refill: list | None = None, campaign: str | None = None) -> str:
     """``refill`` ([campaign id, seq]) is the window's token: once this send has run (so its
-    message has left ``queued``, or gone back to wait), top the window up."""
+    message has left ``queued``, or gone back to wait), top the window up. ``campaign``: the
+    message's campaign, when the publisher knew it."""
     with log_context(message_id=message_id):
-        outcome = dispatch.send(message_id)
+        outcome = dispatch.send(message_id, campaign)
     if outcome.status == MessageStatus.SENDING:  # in doubt: ask the provider shortly
         settle_message.apply_async((message_id,), countdown=settle.SETTLE_AFTER_S)
     if refill:
         fan_out(refill[0], refill[1])
     if outcome.retry_in is not None:
         # The token stays here: a retry waiting its countdown must not hold the window's refill.
-        raise self.retry(countdown=countdown(outcome.retry_in), kwargs={})
+        raise self.retry(countdown=countdown(outcome.retry_in), kwargs={"campaign": campaign} if campaign else {})
     return outcome.status
 
 

@@ -224,7 +224,7 @@ class _Bench:
 
         def timed_publish(ids: list[int]) -> None:
             started = time.perf_counter()
-            tasks.publish_sends(ids)
+            tasks.publish_sends(ids, campaign_id=campaign_id)
             batches.append(time.perf_counter() - started)
 
         rss = PeakRss().reset()

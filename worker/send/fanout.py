@@ -46,9 +46,10 @@ class Token:
     delay_s: float = 0.0
 
 
-# publish(ids, queue, token) puts one send per id on ``queue``; the send of ``token.carrier``
-# carries the token. schedule(token) publishes a refill task for the token, after its delay.
-Publish = Callable[[list[int], str, "Token | None"], None]
+# publish(ids, queue, token, campaign_id) puts one send per id on ``queue``; the send of
+# ``token.carrier`` carries the token. schedule(token) publishes a refill task for the token,
+# after its delay.
+Publish = Callable[[list[int], str, "Token | None", str], None]
 
 
 def window_for(campaign: Campaign, settings: Settings) -> pacing.Window:
@@ -107,7 +108,7 @@ def refill(campaign_id: str, publish: Publish, schedule: Callable[[Token], None]
             pacing.SEND_WINDOW if _held(s, cid) else None)
         # Published before the commit: a crash here republishes, and the claim dedups.
         if published:
-            publish(published, queue, token)
+            publish(published, queue, token, campaign_id)
         if token and token.carrier is None:
             schedule(token)
         s.execute(update(Campaign).where(Campaign.id == cid).values(
