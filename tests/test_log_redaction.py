@@ -109,15 +109,17 @@ def test_no_door_logs_or_shows_a_number_or_the_text(services, refusing_database,
     api_port, flower_port = free_port(), free_port()
     flower_url, api_url = f"http://127.0.0.1:{flower_port}", f"http://127.0.0.1:{api_port}"
     auth = ("u", "p")
+    # The emulator's delivery reports go to this API too, so its webhook handling is scanned.
+    env = {**services, "HERALD_PUBLIC_URL": api_url}
     with contextlib.ExitStack() as stack:
-        flower = stack.enter_context(Logged(services, tmp_path / "flower.log", "-m", "celery", "-A", "worker.app",
+        flower = stack.enter_context(Logged(env, tmp_path / "flower.log", "-m", "celery", "-A", "worker.app",
                                             "flower", "--address=127.0.0.1", f"--port={flower_port}",
                                             "--basic-auth=u:p"))
-        api = stack.enter_context(Logged(services, tmp_path / "api.log", "-m", "worker.cli", "api",
+        api = stack.enter_context(Logged(env, tmp_path / "api.log", "-m", "worker.cli", "api",
                                          "--port", str(api_port)))
-        beat = stack.enter_context(Logged(services, tmp_path / "beat.log", "-m", "celery", "-A", "worker", "beat",
+        beat = stack.enter_context(Logged(env, tmp_path / "beat.log", "-m", "celery", "-A", "worker", "beat",
                                           "--loglevel", "INFO", "--schedule", str(tmp_path / "beat-schedule")))
-        worker = start_worker("--pool", "threads", "--concurrency", "4", "-E")
+        worker = start_worker("--pool", "threads", "--concurrency", "4", "-E", env=env)
         wait_for(lambda: flower.alive() and api.alive() and _answers(f"{api_url}/healthz")
                  and _answers(f"{flower_url}/healthcheck"), timeout=60, message="the API and Flower")
         # Flower sees events once the beat's first jobs have run on the worker.
@@ -142,7 +144,7 @@ def test_no_door_logs_or_shows_a_number_or_the_text(services, refusing_database,
         # The CLI: once fine, once failing in a statement, once with a database that refuses.
         recipients = tmp_path / "recipients.csv"
         recipients.write_text("to,name\n" + "".join(f"{n},Amina\n" for n in NUMBERS))
-        cli_env = {**os.environ, **services}
+        cli_env = {**os.environ, **env}
         cli = [sys.executable, "-m", "worker.cli", "submit", str(recipients), "--message",
                "Secret offer for {name}: code 7781", "--region", "GB", "--json", "--from"]
         runs = [subprocess.run([*cli, sender], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
