@@ -51,22 +51,43 @@ def url_problem(url: str) -> str | None:
     return None
 
 
-def refused_address(host: str, port: int | None) -> str | None:
-    """Why a callback may not go to ``host``: any address it resolves to is loopback, private,
-    link-local, multicast, reserved or unspecified (the host's own network, cloud metadata at
-    169.254.169.254, ...). None when every address is public. HERALD_CALLBACK_ALLOW_PRIVATE lifts it."""
+UNRESOLVED = "the callback host does not resolve"
+
+
+def resolve(host: str, port: int | None) -> list[str]:
+    """Every address ``host`` resolves to, in the resolver's order (empty when it does not resolve).
+    Resolved once per delivery: the request then goes to one of these (``pinned``), so a name
+    that answers differently a moment later (DNS rebinding) cannot move it elsewhere."""
     try:
         infos = socket.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
-        return "the callback host does not resolve"
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        return []
+    return list(dict.fromkeys(info[4][0].split("%", 1)[0] for info in infos))
+
+
+def refused_address(addresses: list[str]) -> str | None:
+    """Why a callback may not go to these addresses: none, or any is loopback, private, link-local,
+    multicast, reserved or unspecified (the host's own network, cloud metadata at 169.254.169.254,
+    ...). None when every address is public. HERALD_CALLBACK_ALLOW_PRIVATE lifts it."""
+    if not addresses:
+        return UNRESOLVED
+    for text in addresses:
+        address = ipaddress.ip_address(text)
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
             address = address.ipv4_mapped
         if (address.is_loopback or address.is_private or address.is_link_local or address.is_multicast
                 or address.is_reserved or address.is_unspecified or not address.is_global):
             return "the callback host resolves to a non-public address"
     return None
+
+
+def pinned(url: str, address: str) -> tuple[httpx.URL, dict[str, str], dict[str, str]]:
+    """``url`` sent to ``address``: the address in the URL (httpx connects there without resolving
+    again), the name in the Host header, and for https the name as the TLS server name, so the
+    certificate is still checked against the name, not the address."""
+    original = httpx.URL(url)
+    extensions = {"sni_hostname": original.host} if original.scheme == "https" else {}
+    return original.copy_with(host=address), {"host": original.netloc.decode("ascii")}, extensions
 
 
 def retry_delay(attempts: int) -> float:
@@ -164,17 +185,19 @@ def _deliver_one(client: httpx.Client, callback_id: int, now: datetime) -> bool:
     extra = {"campaign_id": str(row.campaign_id), "message_id": row.message_id or None,
              "callback_id": callback_id, "attempt": row.attempts}
     error = url_problem(row.url)
-    if error is None and not get_settings().callback_allow_private:
+    addresses: list[str] = []
+    if error is None:
         parts = urlsplit(row.url)
-        # Checked at every attempt, since DNS answers change. (A name that re-resolves between
-        # this check and the connect could still slip through: DNS rebinding is not covered.)
-        error = refused_address(parts.hostname, parts.port)
+        # Resolved and checked at every attempt (DNS answers change), then connected to as checked.
+        addresses = resolve(parts.hostname, parts.port)
+        if not get_settings().callback_allow_private:
+            error = refused_address(addresses)
+        elif not addresses:
+            error = UNRESOLVED
     try:
         if error is None:
             content, headers = signed_request(_body(row.kind, row.campaign_id, row.message_id), now)
-            # Never follows a redirect: a public URL could otherwise bounce the POST inward.
-            response = client.post(row.url, content=content, headers=headers, follow_redirects=False,
-                                   timeout=CALLBACK_TIMEOUT)
+            response = _post(client, row.url, addresses, content, headers)
             if not 200 <= response.status_code < 300:
                 error = f"answered {response.status_code}"
     except httpx.HTTPError as exc:
@@ -193,3 +216,21 @@ def _deliver_one(client: httpx.Client, callback_id: int, now: datetime) -> bool:
     with db.session() as s:
         s.execute(update(Callback).where(Callback.id == callback_id).values(**values))
     return error is None
+
+
+def _post(client: httpx.Client, url: str, addresses: list[str], content: bytes,
+          headers: dict[str, str]) -> httpx.Response:
+    """POST to the first of ``addresses`` that accepts a connection (as a plain connect tries each
+    address of a name in turn)."""
+    def to(address: str) -> httpx.Response:
+        target, host, extensions = pinned(url, address)
+        # Never follows a redirect: a public URL could otherwise bounce the POST inward.
+        return client.post(target, content=content, headers={**headers, **host}, extensions=extensions,
+                           follow_redirects=False, timeout=CALLBACK_TIMEOUT)
+
+    for address in addresses[:-1]:
+        try:
+            return to(address)
+        except httpx.ConnectError:
+            continue
+    return to(addresses[-1])

@@ -11,6 +11,7 @@ HeraldError
 ├── UnknownScope              an API key asked for a scope Herald does not have
 ├── InvalidTransition         a lifecycle action the campaign's state does not allow (resume a completed one)
 ├── InvalidReport             a webhook body that is not a report its provider could have sent
+├── Withheld                  an unexpected error passed on by its type only (see below)
 └── ProviderError             raised by adapters, mapped at the HTTP boundary
     ├── Retryable             5xx, connection errors, timeouts before the request was sent
     ├── Permanent             this message can never be sent (invalid number, ...)
@@ -79,6 +80,19 @@ class InvalidTransition(HeraldError):
 
 class InvalidReport(HeraldError):
     pass
+
+
+class Withheld(HeraldError):
+    """An unexpected error (a database's) passed on to a caller by its types only: its message
+    may quote the data that failed (a driver's "Key (phone)=(...)", a COPY line)."""
+
+    @classmethod
+    def of(cls, exc: BaseException) -> Withheld:
+        chain, cause = [type(exc).__qualname__], exc.__cause__ or exc.__context__
+        while cause is not None and len(chain) < 10:
+            chain.append(type(cause).__qualname__)
+            cause = cause.__cause__ or cause.__context__
+        return cls(" <- ".join(chain) + " (message withheld)")
 
 
 class ProviderError(HeraldError):

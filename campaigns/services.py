@@ -19,7 +19,8 @@ from campaigns.errors import NotFound, SubmissionError
 from campaigns.models import DEFAULT_SERVICE_ID, Campaign, Service
 
 DEFAULT = "default"
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+_NAME = re.compile(NAME_PATTERN)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import socket
 import threading
 
 import httpx
@@ -97,10 +98,12 @@ def test_a_recipient_whose_text_no_account_can_carry_is_rejected_with_the_reason
 
 class _Receiver(http.server.BaseHTTPRequestHandler):
     hits: list[str] = []
+    hosts: list[str] = []
     redirect_to: str | None = None
 
     def do_POST(self):  # noqa: N802 - http.server's name
         type(self).hits.append(self.path)
+        type(self).hosts.append(self.headers.get("host"))
         self.rfile.read(int(self.headers.get("content-length") or 0))
         if self.path == "/redirect" and self.redirect_to:
             self.send_response(307)
@@ -116,7 +119,7 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def receiver():
-    _Receiver.hits = []
+    _Receiver.hits, _Receiver.hosts = [], []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -157,6 +160,54 @@ def test_redirects_are_not_followed(services, receiver):
     errors = _deliver([f"{receiver}/redirect"], allow_private=True)
     assert _Receiver.hits == ["/redirect"]  # the redirect's target was never contacted
     assert errors[f"{receiver}/redirect"] == "answered 307"
+
+
+PUBLIC = "93.184.216.34"
+
+
+def test_a_name_that_rebinds_after_the_check_never_reaches_the_inside(services, receiver, monkeypatch):
+    """DNS rebinding: the name answers a public address when checked, then loopback. The request
+    goes to the address that was checked; the loopback listener is never contacted."""
+    port = int(receiver.rsplit(":", 1)[1])
+    real_lookup, real_connect = socket.getaddrinfo, socket.create_connection
+    lookups, connects = [], []
+
+    def rebinding_lookup(host, *args, **kwargs):
+        if host != "rebind.herald.test":
+            return real_lookup(host, *args, **kwargs)
+        lookups.append(host)
+        answer = PUBLIC if len(lookups) == 1 else "127.0.0.1"
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (answer, port))]
+
+    def connect(address, *args, **kwargs):
+        if address[0] == PUBLIC:  # where the checked address leads: refused here, not on the internet
+            connects.append(address)
+            raise ConnectionRefusedError(111, "refused by the test")
+        return real_connect(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding_lookup)
+    monkeypatch.setattr(socket, "create_connection", connect)
+    errors = _deliver([f"http://rebind.herald.test:{port}/rebound"], allow_private=False)
+    assert _Receiver.hits == []
+    assert lookups == ["rebind.herald.test"] and connects == [(PUBLIC, port)]
+    assert errors == {f"http://rebind.herald.test:{port}/rebound": "transport failure (ConnectError)"}
+
+
+def test_a_callback_by_name_is_delivered_to_its_checked_address_with_its_host(services, receiver):
+    """HERALD_CALLBACK_ALLOW_PRIVATE=true: `localhost` is resolved once and connected to by address
+    (trying ::1, then 127.0.0.1, where the receiver listens); the receiver sees the name."""
+    port = receiver.rsplit(":", 1)[1]
+    errors = _deliver([f"http://localhost:{port}/named"], allow_private=True)
+    assert errors == {f"http://localhost:{port}/named": None}
+    assert _Receiver.hits == ["/named"] and _Receiver.hosts == [f"localhost:{port}"]
+
+
+def test_a_pinned_https_request_checks_the_certificate_against_the_name():
+    url, headers, extensions = callbacks.pinned("https://hooks.example.com:8443/x?y=1", "2001:db8::1")
+    assert str(url) == "https://[2001:db8::1]:8443/x?y=1"
+    assert headers == {"host": "hooks.example.com:8443"} and extensions == {"sni_hostname": "hooks.example.com"}
+    url, headers, extensions = callbacks.pinned("http://hooks.example.com/x", "203.0.113.9")
+    assert (str(url), headers, extensions) == ("http://203.0.113.9/x", {"host": "hooks.example.com"}, {})
 
 
 def test_the_recipients_callback_url_must_be_http(api_client):

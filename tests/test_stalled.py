@@ -34,7 +34,7 @@ def test_a_campaign_no_worker_sends_is_flagged_in_status_report_and_metrics(serv
     try:
         report = campaign_report(cid)
         assert report["stalled"] is True and report["last_moved_at"] is not None
-        assert f'herald_campaign_stalled{{campaign_id="{cid}"}} 1.0' in httpx.get(f"{api_server.url}/metrics").text
+        assert f'herald_campaign_stalled{{campaign_id="{cid}",service="default"}} 1.0' in httpx.get(f"{api_server.url}/metrics").text
         out = CliRunner(env={"COLUMNS": "200"}).invoke(main, ["status", cid])
         assert out.exit_code == 0 and "STALLED" in out.output, out.output
     finally:

@@ -120,6 +120,38 @@ def test_the_celery_task_names_its_service(two_services, start_worker, services)
     assert two_services["alpha"].get(f"/v1/campaigns/{receipt['campaign_id']}").status_code == 404
 
 
+def _series(client, **params) -> list[tuple[str, dict, float]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    answer = client.get("/metrics", params=params)
+    assert answer.status_code == 200, answer.text
+    return [(sample.name, sample.labels, sample.value)
+            for family in text_string_to_metric_families(answer.text) for sample in family.samples]
+
+
+def test_metrics_carry_and_filter_by_service(two_services):
+    """No worker runs: both campaigns stay running with their messages queued."""
+    alpha, beta = two_services["alpha"], two_services["beta"]
+    mine = _submit(alpha)["campaign_id"]
+    theirs = _submit(beta, recipients=["07400 123456", "07400 123457", "07400 123458"])["campaign_id"]
+
+    every = _series(alpha)
+    queued = {(labels["campaign_id"], labels["service"]): v for name, labels, v in every
+              if name == "herald_campaign_messages" and labels["status"] == "queued"}
+    assert queued == {(mine, "alpha"): 2, (theirs, "beta"): 3}
+    by_service = {labels["service"]: v for name, labels, v in every
+                  if name == "herald_messages" and labels["status"] == "queued"}
+    assert by_service == {"alpha": 2, "beta": 3}
+    assert {labels["service"] for name, labels, _ in every if name == "herald_campaign_progress"} == {"alpha", "beta"}
+
+    only = _series(beta, service="alpha")
+    assert only and all(labels["service"] == "alpha" for _, labels, _ in only), only
+    assert {labels["campaign_id"] for _, labels, _ in only if "campaign_id" in labels} == {mine}
+    assert {name for name, _, _ in only} >= {"herald_messages", "herald_campaigns", "herald_campaign_window"}
+    assert beta.get("/metrics", params={"service": "nobody"}).status_code == 404
+    assert beta.get("/metrics", params={"service": "Not a name\u0000"}).status_code == 422
+
+
 def test_services_and_keys_from_the_cli(services, api_server):
     runner = CliRunner()
     made = runner.invoke(cli, ["services", "create", "gamma", "--json"])

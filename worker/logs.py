@@ -10,6 +10,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from campaigns.errors import Withheld
 from campaigns.settings import get_settings
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
@@ -58,11 +59,7 @@ def exception_outline(exc: BaseException) -> str:
     lines = ["Traceback (most recent call last):"]
     for frame in traceback.extract_tb(exc.__traceback__):
         lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
-    chain, cause = [type(exc).__qualname__], exc.__cause__ or exc.__context__
-    while cause is not None and len(chain) < 10:
-        chain.append(type(cause).__qualname__)
-        cause = cause.__cause__ or cause.__context__
-    return "\n".join([*lines, " <- ".join(chain) + " (message withheld)"])
+    return "\n".join([*lines, str(Withheld.of(exc))])
 
 
 class RedactPersonalData(logging.Filter):

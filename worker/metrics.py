@@ -73,59 +73,73 @@ def webhook_unauthorized(account: str, webhook: str) -> None:
 
 
 class StateCollector:
-    """Counts from the database and the broker (``app``'s), taken at each scrape."""
+    """Counts from the database and the broker (``app``'s), taken at each scrape. Every count that
+    belongs to one service carries its ``service`` label; with ``service_id``, only that service's
+    series (the broker's queues belong to no service and are left out)."""
 
-    def __init__(self, app) -> None:
-        self.app = app
+    def __init__(self, app, service_id: int | None = None) -> None:
+        self.app, self.service_id = app, service_id
 
     def collect(self):
+        from sqlalchemy import select
+
         from campaigns import db
         from campaigns.aggregate import movement
+        from campaigns.models import Service
         from campaigns.statuses import FINAL
 
+        by_provider, by_status, active_messages = _queries(self.service_id)
         families = []
         try:
             with db.session() as s:
+                names = dict(s.execute(select(Service.id, Service.name)).all())
                 messages = GaugeMetricFamily("herald_messages", "Messages by provider account and status",
-                                             labels=["provider", "status"])
-                for provider, status, n in s.execute(_MESSAGES_BY_PROVIDER):
-                    messages.add_metric([provider or "", status], n)
-                campaigns = GaugeMetricFamily("herald_campaigns", "Campaigns by status", labels=["status"])
-                for status, n in s.execute(_CAMPAIGNS_BY_STATUS):
-                    campaigns.add_metric([status], n)
+                                             labels=["provider", "status", "service"])
+                for provider, status, sid, n in s.execute(by_provider):
+                    messages.add_metric([provider or "", status, names.get(sid, "")], n)
+                campaigns = GaugeMetricFamily("herald_campaigns", "Campaigns by status",
+                                              labels=["status", "service"])
+                for status, sid, n in s.execute(by_status):
+                    campaigns.add_metric([status, names.get(sid, "")], n)
                 active = GaugeMetricFamily("herald_campaign_messages",
                                            "Messages of running and paused campaigns by status",
-                                           labels=["campaign_id", "status"])
+                                           labels=["campaign_id", "status", "service"])
                 progress = GaugeMetricFamily("herald_campaign_progress",
                                              "Share of a running or paused campaign's messages in a final status",
-                                             labels=["campaign_id"])
+                                             labels=["campaign_id", "service"])
                 totals: dict[str, list[int]] = {}
-                for campaign_id, status, n in s.execute(_ACTIVE_CAMPAIGN_MESSAGES):
-                    active.add_metric([str(campaign_id), status], n)
-                    done_total = totals.setdefault(str(campaign_id), [0, 0])
+                owner: dict[str, str] = {}
+                for campaign_id, sid, status, n in s.execute(active_messages):
+                    cid = str(campaign_id)
+                    owner[cid] = names.get(sid, "")
+                    active.add_metric([cid, status, owner[cid]], n)
+                    done_total = totals.setdefault(cid, [0, 0])
                     done_total[0] += n if status in FINAL else 0
                     done_total[1] += n
                 for campaign_id, (done, total) in totals.items():
-                    progress.add_metric([campaign_id], done / total)
+                    progress.add_metric([campaign_id, owner[campaign_id]], done / total)
                 stalled = GaugeMetricFamily("herald_campaign_stalled",
                                             "1 when a running campaign's messages have not moved for HERALD_STALLED_AFTER_S",
-                                            labels=["campaign_id"])
+                                            labels=["campaign_id", "service"])
                 for campaign_id, moved in movement(s).items():
-                    stalled.add_metric([str(campaign_id)], int(moved.stalled))
-                families += [messages, campaigns, active, progress, stalled, *_windows(s)]
+                    # A campaign started since the query above is counted at the next scrape.
+                    if str(campaign_id) in owner:
+                        stalled.add_metric([str(campaign_id), owner[str(campaign_id)]], int(moved.stalled))
+                families += [messages, campaigns, active, progress, stalled, *_windows(s, names, self.service_id)]
         except Exception:
             log.warning("metrics: the database could not be read", exc_info=True)
             families.append(_scrape_error("database"))
-        try:
-            families.append(_queue_depth(self.app))
-            families.append(_queue_consumers(self.app))
-        except Exception:
-            log.warning("metrics: the broker could not be read", exc_info=True)
-            families.append(_scrape_error("broker"))
+        if self.service_id is None:
+            try:
+                families.append(_queue_depth(self.app))
+                families.append(_queue_consumers(self.app))
+            except Exception:
+                log.warning("metrics: the broker could not be read", exc_info=True)
+                families.append(_scrape_error("broker"))
         yield from families
 
 
-def _windows(s) -> list[GaugeMetricFamily]:
+def _windows(s, names: dict[int, str], service_id: int | None) -> list[GaugeMetricFamily]:
     """Each running or paused campaign's dispatch window (campaigns/pacing.py)."""
     from sqlalchemy import select
 
@@ -134,18 +148,20 @@ def _windows(s) -> list[GaugeMetricFamily]:
     from campaigns.statuses import CampaignStatus
 
     size = GaugeMetricFamily("herald_campaign_window", "Sends a campaign may have out at once",
-                             labels=["campaign_id", "priority"])
+                             labels=["campaign_id", "priority", "service"])
     out = GaugeMetricFamily("herald_campaign_in_flight", "Sends of a campaign published and not yet finished",
-                            labels=["campaign_id"])
+                            labels=["campaign_id", "service"])
     waiting = GaugeMetricFamily("herald_campaign_waiting", "1 while a campaign's window waits, by reason",
-                                labels=["campaign_id", "reason"])
-    for campaign in s.scalars(select(Campaign).where(
-            Campaign.status.in_([CampaignStatus.RUNNING, CampaignStatus.PAUSED]))):
-        window, cid = pacing.window_report(s, campaign), str(campaign.id)
-        size.add_metric([cid, campaign.priority], window["size"] or 0)
-        out.add_metric([cid], window["in_flight"])
+                                labels=["campaign_id", "reason", "service"])
+    query = select(Campaign).where(Campaign.status.in_([CampaignStatus.RUNNING, CampaignStatus.PAUSED]))
+    if service_id is not None:
+        query = query.where(Campaign.service_id == service_id)
+    for campaign in s.scalars(query):
+        window, cid, service = pacing.window_report(s, campaign), str(campaign.id), names.get(campaign.service_id, "")
+        size.add_metric([cid, campaign.priority, service], window["size"] or 0)
+        out.add_metric([cid, service], window["in_flight"])
         if window["waiting"]:
-            waiting.add_metric([cid, window["waiting"]], 1)
+            waiting.add_metric([cid, window["waiting"], service], 1)
     return [size, out, waiting]
 
 
@@ -173,7 +189,9 @@ def _queue_consumers(app) -> GaugeMetricFamily:
     return g
 
 
-def _queries():
+def _queries(service_id: int | None):
+    """Messages by provider, status and service; campaigns by status and service; the active
+    campaigns' messages by status (with their service): all, or one service's."""
     from sqlalchemy import func, select
 
     from campaigns.models import Campaign, Message
@@ -181,29 +199,34 @@ def _queries():
 
     # A message has its own provider once sent; until then, its campaign's.
     provider = func.coalesce(Message.provider, Campaign.provider)
-    by_provider = (select(provider, Message.status, func.count())
-                   .join(Campaign, Campaign.id == Message.campaign_id).group_by(provider, Message.status))
-    by_status = select(Campaign.status, func.count()).group_by(Campaign.status)
-    active_ids = select(Campaign.id).where(Campaign.status.in_([CampaignStatus.RUNNING, CampaignStatus.PAUSED]))
-    active = (select(Message.campaign_id, Message.status, func.count())
-              .where(Message.campaign_id.in_(active_ids)).group_by(Message.campaign_id, Message.status))
+    by_provider = (select(provider, Message.status, Campaign.service_id, func.count())
+                   .join(Campaign, Campaign.id == Message.campaign_id)
+                   .group_by(provider, Message.status, Campaign.service_id))
+    by_status = select(Campaign.status, Campaign.service_id, func.count()).group_by(Campaign.status,
+                                                                                   Campaign.service_id)
+    active = (select(Message.campaign_id, Campaign.service_id, Message.status, func.count())
+              .join(Campaign, Campaign.id == Message.campaign_id)
+              .where(Campaign.status.in_([CampaignStatus.RUNNING, CampaignStatus.PAUSED]))
+              .group_by(Message.campaign_id, Campaign.service_id, Message.status))
+    if service_id is not None:
+        by_provider, by_status, active = (q.where(Campaign.service_id == service_id)
+                                          for q in (by_provider, by_status, active))
     return by_provider, by_status, active
 
 
-_MESSAGES_BY_PROVIDER, _CAMPAIGNS_BY_STATUS, _ACTIVE_CAMPAIGN_MESSAGES = _queries()
-
-
-def registry(*, state_of=None) -> CollectorRegistry:
+def registry(*, state_of=None, service_id: int | None = None) -> CollectorRegistry:
     """What to expose: this host's worker events, and (the API) the state counts of the Celery
-    app ``state_of``."""
-    directory = get_settings().prometheus_multiproc_dir
+    app ``state_of``. With ``service_id``, only that service's state counts (worker events and
+    queues belong to no service)."""
     reg = CollectorRegistry()
-    if directory:
-        MultiProcessCollector(reg, path=directory)
-    else:
-        reg.register(_Default())
+    if service_id is None:
+        directory = get_settings().prometheus_multiproc_dir
+        if directory:
+            MultiProcessCollector(reg, path=directory)
+        else:
+            reg.register(_Default())
     if state_of is not None:
-        reg.register(StateCollector(state_of))
+        reg.register(StateCollector(state_of, service_id))
     return reg
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery.worker.request import Request
@@ -13,6 +14,8 @@ from worker import broker, queues
 from worker.app import MAX_COUNTDOWN_S, app
 from worker.logs import REDACTED, log_context
 from worker.send import cancel, dispatch, fanout, settle
+
+log = logging.getLogger(__name__)
 
 
 class RedactedRequest(Request):
@@ -42,7 +45,7 @@ def submit(service: str | None = None, **submission: Any) -> dict:
     publish there may name any service, so ``service`` is required, never assumed."""
     import campaigns
     from campaigns.clock import now
-    from campaigns.errors import NotFound, SubmissionError
+    from campaigns.errors import HeraldError, NotFound, SubmissionError, Withheld
     from campaigns.recurring import resolve_slot
 
     if not isinstance(service, str) or not service:
@@ -51,6 +54,13 @@ def submit(service: str | None = None, **submission: Any) -> dict:
         return campaigns.submit(resolve_slot(submission, now()), service=service).model_dump(mode="json")
     except NotFound:
         raise SubmissionError.at(["service"], "no such service", "unknown_service") from None
+    except HeraldError:
+        raise  # Herald's own messages name fields, never values
+    except Exception as exc:
+        # Stored in the result backend and shown by Flower as raised: a database error's message
+        # can quote the numbers and text. The log keeps its frames and types (worker/logs.py).
+        log.error("campaigns.submit failed", exc_info=True)
+        raise Withheld.of(exc) from None
 
 
 def publish_sends(ids: list[int], queue: str = queues.SEND, token: fanout.Token | None = None,

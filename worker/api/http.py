@@ -95,10 +95,14 @@ def create_app() -> FastAPI:
         return JSONResponse({"status": "ok" if ok else "unavailable", **checks,
                              "secret_fingerprint": secret_fingerprint()}, status_code=200 if ok else 503)
 
-    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
-    def prometheus_metrics() -> Response:
-        """Prometheus metrics: state counted from the database and broker, plus worker events."""
-        return Response(generate_latest(metrics.registry(state_of=celery_app)), media_type=CONTENT_TYPE_LATEST)
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse,
+             responses={404: {"description": "no such service"}})
+    def prometheus_metrics(service: str | None = Query(None, pattern=services.NAME_PATTERN)) -> Response:
+        """Prometheus metrics: state counted from the database and broker, plus worker events.
+        ``?service=NAME``: only that service's series (each carries a ``service`` label anyway)."""
+        sid = services.resolve(service) if service is not None else None
+        return Response(generate_latest(metrics.registry(state_of=celery_app, service_id=sid)),
+                        media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/campaigns", response_model=Receipt, status_code=201, responses={
         **_IDEMPOTENCY, 403: {"description": "this API key may not submit high-priority campaigns"}})

@@ -26,7 +26,23 @@ def _out_console():
     return Console()
 
 
-@click.group()
+class _Herald(click.Group):
+    """An error Herald did not expect ends the command with its frames and exception types, never
+    Python's whole traceback: a database error's message can quote the numbers and text it failed on."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            from worker.logs import exception_outline
+
+            click.echo(f"herald {ctx.invoked_subcommand or ''} failed\n{exception_outline(exc)}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Herald)
 def main() -> None:
     """Herald: bulk SMS campaign dispatch on Celery, Redis and PostgreSQL."""
     from worker.logs import setup_logging
