@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from campaigns import clock, db
 from campaigns.aggregate import awaiting_outcome, campaign_report
 from campaigns.models import Callback, Campaign, Message
+from campaigns.schema import url_problem
 from campaigns.settings import get_settings
 from campaigns.signing import sign_callback
 
@@ -38,17 +39,6 @@ RETRY_BASE_S = 5.0
 RETRY_CAP_S = 3600.0
 # Short: a receiver that stalls must not hold the delivery job.
 CALLBACK_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
-
-
-def url_problem(url: str) -> str | None:
-    """Why ``url`` cannot be a callback URL (not http(s), no host), or None."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "callback_url is not a URL"
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "callback_url must be an http:// or https:// URL with a host"
-    return None
 
 
 UNRESOLVED = "the callback host does not resolve"

@@ -13,8 +13,7 @@ from typing import Any
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType, ValidationResult
 
-from campaigns.callbacks import url_problem
-from campaigns.schema import unstorable
+from campaigns.schema import unstorable, url_problem
 from campaigns.templates import MissingField, render
 
 CLIENT_REF_MAX = 255
