@@ -67,9 +67,6 @@ class Settings(BaseSettings):
     # another campaign waits behind at most this many: a little more than the threads of two
     # default workers (2 x 24), enough to keep them busy at a 50 ms provider latency.
     dispatch_window: int = Field(64, ge=1)
-    # API key names that may submit `"priority": "high"` over HTTP (the CLI, Python and Celery
-    # interfaces are the operator's own and may always). Empty: no key may.
-    high_priority_keys: list[str] = Field(default_factory=list)
     # Processes that normalise a large submission's recipients (campaigns/intake.py); unset: one
     # per CPU; 1: in this process only.
     intake_processes: int | None = Field(default=None, ge=1)

@@ -5,12 +5,14 @@ and an emulator of each test's own (its request log is what the assertions read)
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
 import uuid
 from collections import Counter
 
+import httpx
 import pytest
 import redis as redis_lib
 from sqlalchemy import select
@@ -181,25 +183,60 @@ def test_higher_priority_classes_are_consumed_first(services, start_worker):
     assert classes == ["high"] * 20 + ["normal"] * 20 + ["bulk"] * 20
 
 
-def test_high_priority_over_http_only_for_listed_keys(services, api_client, monkeypatch):
-    from campaigns.settings import get_settings
+def test_high_priority_is_a_permission_of_the_service(services, api_server, start_worker):
+    from click.testing import CliRunner
 
-    body = {"from": "Herald", "message": "Code 1234", "recipients": ["+447400123456"], "priority": "high"}
-    refused = api_client.post("/v1/campaigns", json=body)
-    assert refused.status_code == 403 and "HERALD_HIGH_PRIORITY_KEYS" in refused.json()["detail"]
-    assert api_client.post("/v1/campaigns", json={**body, "priority": "urgent"}).status_code == 422
+    from campaigns import apikeys, services as tenants
+    from campaigns.errors import SubmissionError
+    from worker.app import app
+    from worker.cli import main as cli
+
+    tenants.create("plain")
+    tenants.create("urgent", high_priority=True)
+    http = {name: httpx.Client(base_url=api_server.url, timeout=20, headers={
+        "Authorization": f"Bearer {apikeys.create_key(name, service=name)[1]}"}) for name in ("plain", "urgent")}
+    # Scheduled far ahead: nothing is published, so the broker stays empty for later tests.
+    body = {"from": "Herald", "message": "Code 1234", "recipients": ["+447400123456"],
+            "scheduled_at": "2099-01-01T00:00:00Z", "priority": "high"}
+
+    def refused_over_http(name: str) -> bool:
+        answer = http[name].post("/v1/campaigns", json=body)
+        if answer.status_code == 201:
+            return False
+        assert answer.status_code == 403, answer.text
+        assert [e["loc"] for e in answer.json()["detail"]] == [["body", "priority"]]
+        return True
+
+    assert refused_over_http("plain")
+    tiko = http["plain"].post("/v1/messages", json=body)
+    assert tiko.status_code == 403 and tiko.json()["errors"][0]["loc"] == ["priority"]
+    assert http["plain"].post("/v1/campaigns", json={**body, "priority": "urgent"}).status_code == 422
     with db.session() as s:
         assert s.scalar(select(Campaign.id)) is None  # refused submissions store nothing
+    assert http["plain"].post("/v1/campaigns", json={**body, "priority": "normal"}).status_code == 201
+    assert not refused_over_http("urgent")
 
-    monkeypatch.setattr(get_settings(), "high_priority_keys", ["tests"])
-    accepted = api_client.post("/v1/campaigns", json=body)
-    assert accepted.status_code == 201
-    report = api_client.get(f"/v1/campaigns/{accepted.json()['campaign_id']}").json()
-    assert report["priority"] == "high" and "window" in report
-    normal = api_client.post("/v1/campaigns", json={**body, "priority": "normal"}).json()
-    assert api_client.get(f"/v1/campaigns/{normal['campaign_id']}").json()["priority"] == "normal"
-    # No worker ran: leave no sends behind for tests that need an empty broker (herald bench).
-    redis_lib.Redis.from_url(services["HERALD_BROKER_URL"]).flushdb()
+    # The broker's interface asks the same of the service it names.
+    start_worker("--pool", "threads", "--concurrency", "2")
+    with pytest.raises(SubmissionError) as caught:
+        app.send_task("campaigns.submit", kwargs={**body, "service": "plain"}).get(timeout=60)
+    assert caught.value.errors[0]["loc"] == ["priority"]
+    receipt = app.send_task("campaigns.submit", kwargs={**body, "service": "urgent"}).get(timeout=60)
+    assert campaign_report(receipt["campaign_id"])["priority"] == "high"
+
+    # Granted and withdrawn from the CLI, for an existing service.
+    runner = CliRunner()
+    granted = runner.invoke(cli, ["services", "set", "plain", "--high-priority", "--json"])
+    assert granted.exit_code == 0 and json.loads(granted.output)["high_priority"] is True
+    assert not refused_over_http("plain")
+    assert runner.invoke(cli, ["services", "set", "plain", "--no-high-priority"]).exit_code == 0
+    assert refused_over_http("plain")
+    assert runner.invoke(cli, ["services", "set", "nobody", "--high-priority"]).exit_code == 1
+    listed = {s["name"]: s["high_priority"]
+              for s in json.loads(runner.invoke(cli, ["services", "list", "--json"]).output)}
+    assert listed == {"default": False, "plain": False, "urgent": True}
+    for client in http.values():
+        client.close()
 
 
 # -- crashes and steering during refills -----------------------------------------------------
