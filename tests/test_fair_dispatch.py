@@ -43,6 +43,16 @@ def test_the_window_is_the_smallest_of_the_cap_and_what_the_limits_let_run():
     assert pacing.window_size(0) == pacing.Window(1, pacing.WINDOW_FULL)
 
 
+def test_only_a_window_bound_by_its_own_concurrency_follows_on():
+    assert pacing.follows_on(pacing.window_size(64, concurrency=1), 1)
+    assert pacing.follows_on(pacing.window_size(64, concurrency=5, max_in_flight=10), 5)
+    assert not pacing.follows_on(pacing.window_size(64), None)
+    # Bound by what other campaigns share (an account's in-flight limit, a rate), or by the cap.
+    assert not pacing.follows_on(pacing.window_size(64, concurrency=20, max_in_flight=10), 20)
+    assert not pacing.follows_on(pacing.window_size(64, concurrency=20, rate_per_s=4), 20)
+    assert not pacing.follows_on(pacing.window_size(64, concurrency=100), 100)
+
+
 # -- helpers ------------------------------------------------------------------------------
 
 def overlap_peak(emu: EmulatorProcess) -> int:
@@ -137,6 +147,30 @@ def test_a_concurrency_limited_campaign_publishes_only_what_may_run(services, wo
 
 
 # -- fair share and priority ---------------------------------------------------------------
+
+def test_a_concurrency_1_campaign_follows_on_instead_of_queueing_behind_a_large_one(services, workers):
+    large_n, window, latency_ms = 4000, 128, 50
+    with EmulatorProcess(Knobs(latency_ms=latency_ms, report_delay_ms=20)) as emu:
+        workers(1, herald_env(emu, dispatch_window=window))  # 8 threads: the window keeps a queue
+        url = services["HERALD_BROKER_URL"]
+        large = submit(unique_numbers(large_n, seed=27), url)
+        wait_for(lambda: progressed(large) >= 300, timeout=60, interval=0.05, message="the large one sending")
+        small = submit(unique_numbers(10, seed=28), url, concurrency=1)
+        wait_final(small, 10, timeout=60)
+        times = by_campaign(emu, large, small)
+        sent = emulator_counts(emu)
+        lifecycle.cancel(large)
+
+    ours = times[small]
+    assert len(ours) == 10 and all(sent[ref] == 1 for ref in rows(small))
+    # Between two of its sends, how many of the large campaign's reached the provider. A send
+    # published to the queue waits behind the large window's queued part (at least half the
+    # window less the 8 running: 56); one sent by the thread that finished the one before it,
+    # only behind what the 7 other threads finish meanwhile.
+    between = [sum(a < t < b for t in times[large]) for a, b in zip(ours, ours[1:])]
+    followed = [n for n in between if n < window // 4]
+    assert len(followed) >= 5, f"large sends between its sends: {between}"
+    assert sum(between) > 0, "the large campaign stood still meanwhile"
 
 def test_a_small_campaign_interleaves_with_a_large_one(services, workers):
     large_n, window = 3000, 32
