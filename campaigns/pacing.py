@@ -48,8 +48,8 @@ def window_size(cap: int, *, concurrency: int | None = None, max_in_flight: int 
 
 
 def follows_on(window: Window, concurrency: int | None) -> bool:
-    """Whether the send that frees one of the campaign's slots sends its next message itself
-    (worker/send/fanout.py): only when the campaign's own ``concurrency`` is what bounds its
+    """Whether the send carrying the campaign's refill token, once done, sends its next message
+    itself (worker/send/fanout.py): only when the campaign's own ``concurrency`` bounds its
     window. Each of its few slots would otherwise wait behind the other campaigns' windows in
     the shared queue once per message; a window bound by a limit other campaigns share
     (an account's in-flight limit or rate) goes through the queue, where they take turns."""

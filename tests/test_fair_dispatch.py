@@ -17,9 +17,10 @@ import pytest
 import redis as redis_lib
 from sqlalchemy import select
 
-from campaigns import db, lifecycle, pacing
+from campaigns import db, intake, lifecycle, messages, pacing
 from campaigns.aggregate import campaign_report
 from campaigns.models import Campaign
+from campaigns.schema import CampaignSpec
 from campaigns.statuses import MessageStatus
 from tests.conftest import wait_for
 from tests.test_dispatch_faults import (
@@ -27,6 +28,7 @@ from tests.test_dispatch_faults import (
     workers,  # noqa: F401  (the fixture)
 )
 from worker import queues
+from worker.send import fanout
 from worker.emulator import Knobs
 from worker.emulator.process import EmulatorProcess
 
@@ -144,6 +146,49 @@ def test_a_concurrency_limited_campaign_publishes_only_what_may_run(services, wo
     # Nothing the limit refused went back to the queue: every send ran once and was granted.
     assert "Retry in" not in log
     assert "concurrency" in {w["waiting"] for w in seen if w}
+
+
+# -- following on (in this process: the send is a stand-in, the refills are real) -----------
+
+def _sent(message_id: int) -> None:
+    """What a send does to the row: claimed, then taken by the provider."""
+    assert messages.claim(message_id) is not None
+    messages.record_sent(message_id, "tiko", f"p{message_id}", "sent", None)
+
+
+def test_the_token_carrier_sends_a_concurrency_1_campaign_s_next_messages_itself(services):
+    receipt = intake.submit(CampaignSpec.model_validate(
+        {"from": "Herald", "message": "Code 1234", "default_region": "GB", "concurrency": 1}),
+        unique_numbers(5, seed=29))
+    cid = receipt.campaign_id
+    ids = sorted(int(ref) for ref in rows(cid))
+    published, scheduled, here = [], [], []
+    first = fanout.refill(cid, lambda *a: published.append(a), scheduled.append)
+    assert published == [([ids[0]], queues.SEND, first.token)] and first.token.carrier == ids[0]
+    _sent(ids[0])
+
+    def boom(message_id, queue):
+        here.append(message_id)
+        if len(here) == 3:
+            raise RuntimeError("the worker's database went away")
+        _sent(message_id)
+
+    with pytest.raises(RuntimeError):
+        fanout.follow_on(cid, first.token.seq, lambda *a: published.append(a), scheduled.append, boom, 5.0)
+    # Sent here, one after the other, none published; the one whose send raised went back to the
+    # broker carrying the live token, so the chain goes on from there.
+    assert here == ids[1:4]
+    (back, queue, token), = published[1:]
+    assert back == [ids[3]] and queue == queues.SEND and token.carrier == ids[3]
+    with db.session() as s:
+        assert token.seq == s.get(Campaign, uuid.UUID(cid)).window_seq
+    assert scheduled == []
+
+    # Without a budget it publishes as before, the token on the send.
+    _sent(ids[3])
+    fanout.follow_on(cid, token.seq, lambda *a: published.append(a), scheduled.append, boom, 0.0)
+    assert published[-1][0] == [ids[4]] and published[-1][2] is None  # the last: no token left
+    assert here == ids[1:4]
 
 
 # -- fair share and priority ---------------------------------------------------------------

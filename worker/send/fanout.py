@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import exists, select, update
 
@@ -144,8 +144,14 @@ def follow_on(campaign_id: str, seq: int, publish: Publish, schedule: Callable[[
     ``budget_s`` has not passed, its next message is sent here (``send(id, queue)``: the send
     task's own path) and the window refilled again with the token that message carries."""
     deadline = time.monotonic() + budget_s
+    held: Token | None = None  # a token of this thread's own, newer than the task's
     while True:
-        done = refill(campaign_id, publish, schedule, seq, keep=time.monotonic() < deadline)
+        try:
+            done = refill(campaign_id, publish, schedule, seq, keep=time.monotonic() < deadline)
+        except BaseException:
+            if held is not None:  # the task's retry would bring back its own, older token
+                schedule(replace(held, carrier=None, delay_s=RECHECK_S))
+            raise
         if done.here is None:
             return
         try:
@@ -156,7 +162,7 @@ def follow_on(campaign_id: str, seq: int, publish: Publish, schedule: Callable[[
             raise
         if done.token is None:  # the campaign's last message
             return
-        seq = done.token.seq
+        held, seq = done.token, done.token.seq
 
 
 def _cooldown(campaign: Campaign, settings: Settings) -> float:
