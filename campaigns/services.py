@@ -5,7 +5,7 @@ with the ``admin`` scope), which sees every service's rows. Another service's ca
 exactly like a missing one (NotFound), so a caller learns nothing about ids it does not own.
 
 A service may be granted ``high_priority``: only then may its campaigns ask for the ``high``
-send queue (worker/queues.py), whichever interface submits them (HTTP, Celery, CLI, Python).
+send queue (worker/queues.py), whichever interface submits them (HTTP, Celery, Python).
 """
 
 from __future__ import annotations
