@@ -196,7 +196,8 @@ def test_the_token_carrier_sends_a_concurrency_1_campaign_s_next_messages_itself
 def test_a_concurrency_1_campaign_follows_on_instead_of_queueing_behind_a_large_one(services, workers):
     large_n, window, latency_ms = 4000, 128, 50
     with EmulatorProcess(Knobs(latency_ms=latency_ms, report_delay_ms=20)) as emu:
-        workers(1, herald_env(emu, dispatch_window=window))  # 8 threads: the window keeps a queue
+        # 8 threads: the window keeps a queue. A budget no loaded machine exhausts in 10 sends.
+        workers(1, herald_env(emu, dispatch_window=window, follow_on_s=5))
         url = services["HERALD_BROKER_URL"]
         large = submit(unique_numbers(large_n, seed=27), url)
         wait_for(lambda: progressed(large) >= 300, timeout=60, interval=0.05, message="the large one sending")
@@ -214,7 +215,7 @@ def test_a_concurrency_1_campaign_follows_on_instead_of_queueing_behind_a_large_
     # only behind what the 7 other threads finish meanwhile.
     between = [sum(a < t < b for t in times[large]) for a, b in zip(ours, ours[1:])]
     followed = [n for n in between if n < window // 4]
-    assert len(followed) >= 5, f"large sends between its sends: {between}"
+    assert len(followed) >= 7, f"large sends between its sends: {between}"
     assert sum(between) > 0, "the large campaign stood still meanwhile"
 
 def test_a_small_campaign_interleaves_with_a_large_one(services, workers):
