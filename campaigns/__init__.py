@@ -15,7 +15,8 @@ def submit(submission: Submission | CampaignSpec | dict, recipients: Iterable[An
 
     ``submission`` is a :class:`Submission` (or its dict form, with ``from``, ``message`` and
     ``recipients``), or a :class:`CampaignSpec` (or dict) with ``recipients`` given as any
-    iterable, which is streamed. A malformed submission raises SubmissionError naming each field.
+    iterable, which is streamed. A malformed submission raises SubmissionError naming each field;
+    ``"priority": "high"`` from a service not granted it raises NotPermitted (a SubmissionError).
     """
     from campaigns import intake, ports, services
     from campaigns.schema import parse
@@ -27,7 +28,9 @@ def submit(submission: Submission | CampaignSpec | dict, recipients: Iterable[An
         raise TypeError("a CampaignSpec needs its recipients")
     if recipients is None:
         recipients = submission.recipients
-    receipt = intake.submit(submission, recipients, service_id=services.resolve(service))
+    service_id = services.resolve(service)
+    services.check_priority(service_id, submission.priority)  # every interface alike
+    receipt = intake.submit(submission, recipients, service_id=service_id)
     if receipt.status == CampaignStatus.RUNNING:  # a scheduled one is released by the scheduler
         ports.start_dispatch(receipt.campaign_id)
     return receipt

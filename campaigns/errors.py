@@ -5,7 +5,8 @@ HeraldError
 ├── SubmissionError           a campaign refused whole, nothing written; ``errors`` holds each
 │   │                         problem as {"loc": [field path], "msg", "type"} (HTTP: 422)
 │   ├── TooManyRecipients     more than HERALD_MAX_RECIPIENTS; the message names the limit
-│   └── IdempotencyMismatch   an idempotency key reused with another body; names the fields (HTTP: 409)
+│   ├── IdempotencyMismatch   an idempotency key reused with another body; names the fields (HTTP: 409)
+│   └── NotPermitted          a field asks for what the service may not (`priority: high`) (HTTP: 403)
 ├── NotFound                  an id that names nothing, or another service's (HTTP: 404 alike)
 ├── Forbidden                 the caller's service may not do this (HTTP: 403)
 ├── UnknownScope              an API key asked for a scope Herald does not have
@@ -60,6 +61,11 @@ class TooManyRecipients(SubmissionError):
 
 class IdempotencyMismatch(SubmissionError):
     """An idempotency key reused with another body: 409 naming the fields that differ."""
+
+
+class NotPermitted(SubmissionError):
+    """The submission asks for what its service is not granted (``"priority": "high"``): 403
+    naming the field."""
 
 
 class Forbidden(HeraldError):

@@ -47,6 +47,15 @@ def window_size(cap: int, *, concurrency: int | None = None, max_in_flight: int 
     return min(candidates, key=lambda w: w.size)
 
 
+def follows_on(window: Window, concurrency: int | None) -> bool:
+    """Whether the send carrying the campaign's refill token, once done, sends its next message
+    itself (worker/send/fanout.py): only when the campaign's own ``concurrency`` bounds its
+    window. Each of its few slots would otherwise wait behind the other campaigns' windows in
+    the shared queue once per message; a window bound by a limit other campaigns share
+    (an account's in-flight limit or rate) goes through the queue, where they take turns."""
+    return bool(concurrency) and window.bound_by == CONCURRENCY and window.size == concurrency
+
+
 def in_flight(s: Session, campaign_id: uuid.UUID, checkpoint: int) -> int:
     """Sends out of the window's hands: published and still ``queued`` (in the broker, a worker's
     prefetch, or a retry's countdown), or ``sending``. Messages held for their send window are

@@ -123,8 +123,8 @@ class CampaignSpec(BaseModel):
     send_now: bool = False
     send_window: SendWindow | None = None
     concurrency: int | None = Field(default=None, ge=1, le=100)
-    # The send queue workers drain first to last (worker/queues.py); who may ask for "high" is
-    # HERALD_HIGH_PRIORITY_KEYS (over HTTP).
+    # The send queue workers drain first to last (worker/queues.py); "high" only for a service
+    # granted it (campaigns/services.py).
     priority: Literal["high", "normal", "bulk"] = "normal"
     # The column is NUMERIC(14, 6): a larger cap would fail at the database instead of here.
     max_cost: Decimal | None = Field(default=None, ge=0, lt=10**8, max_digits=14, decimal_places=6,

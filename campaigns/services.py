@@ -3,6 +3,9 @@
 Every interface acts for a :class:`Tenant`: an API key's service, or admin (the CLI, and keys
 with the ``admin`` scope), which sees every service's rows. Another service's campaign answers
 exactly like a missing one (NotFound), so a caller learns nothing about ids it does not own.
+
+A service may be granted ``high_priority``: only then may its campaigns ask for the ``high``
+send queue (worker/queues.py), whichever interface submits them (HTTP, Celery, Python).
 """
 
 from __future__ import annotations
@@ -12,10 +15,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from campaigns import clock, db
-from campaigns.errors import NotFound, SubmissionError
+from campaigns.errors import NotFound, NotPermitted, SubmissionError
 from campaigns.models import DEFAULT_SERVICE_ID, Campaign, Service
 
 DEFAULT = "default"
@@ -42,19 +45,30 @@ class ServiceInfo:
     id: int
     name: str
     created_at: datetime | None
+    high_priority: bool = False
 
     def as_dict(self) -> dict:
-        return {"id": self.id, "name": self.name,
+        return {"id": self.id, "name": self.name, "high_priority": self.high_priority,
                 "created_at": self.created_at.isoformat() if self.created_at else None}
 
 
-def create(name: str) -> ServiceInfo:
+def create(name: str, *, high_priority: bool = False) -> ServiceInfo:
     if not _NAME.match(name):
         raise SubmissionError.at(["name"], "a service name is 1-64 of a-z, 0-9, '_', '.', '-'", "invalid_name")
     with db.session() as s:
         if s.scalar(select(Service.id).where(Service.name == name)) is not None:
             raise SubmissionError.at(["name"], f"a service named {name!r} exists", "duplicate_name")
-        sid = s.scalar(insert(Service).values(name=name, created_at=clock.now()).returning(Service.id))
+        sid = s.scalar(insert(Service).values(name=name, high_priority=high_priority, created_at=clock.now())
+                       .returning(Service.id))
+        return _info(s.get(Service, sid))
+
+
+def grant_high_priority(service: str | int, allowed: bool) -> ServiceInfo:
+    """Allow (or stop) ``service``'s new campaigns asking for ``high``; campaigns already
+    submitted keep their class."""
+    sid = resolve(service)
+    with db.session() as s:
+        s.execute(update(Service).where(Service.id == sid).values(high_priority=allowed))
         return _info(s.get(Service, sid))
 
 
@@ -75,6 +89,16 @@ def resolve(service: str | int | None) -> int:
     return sid
 
 
+def check_priority(service_id: int, priority: str) -> None:
+    """NotPermitted (naming ``priority``) when the service asks for ``high`` without the grant."""
+    if priority != "high":
+        return
+    with db.session() as s:
+        if not s.scalar(select(Service.high_priority).where(Service.id == service_id)):
+            raise NotPermitted.at(["priority"], "this service may not submit high-priority campaigns "
+                                  "(`herald services set NAME --high-priority` grants it)", "priority_not_permitted")
+
+
 def check_campaign(campaign_id: str | uuid.UUID, tenant: Tenant) -> uuid.UUID:
     """The campaign's id if ``tenant`` may see it; NotFound for a missing one and another service's alike."""
     cid = uuid.UUID(str(campaign_id))
@@ -86,4 +110,4 @@ def check_campaign(campaign_id: str | uuid.UUID, tenant: Tenant) -> uuid.UUID:
 
 
 def _info(row: Service) -> ServiceInfo:
-    return ServiceInfo(row.id, row.name, row.created_at)
+    return ServiceInfo(row.id, row.name, row.created_at, row.high_priority)

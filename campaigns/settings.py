@@ -67,9 +67,10 @@ class Settings(BaseSettings):
     # another campaign waits behind at most this many: a little more than the threads of two
     # default workers (2 x 24), enough to keep them busy at a 50 ms provider latency.
     dispatch_window: int = Field(64, ge=1)
-    # API key names that may submit `"priority": "high"` over HTTP (the CLI, Python and Celery
-    # interfaces are the operator's own and may always). Empty: no key may.
-    high_priority_keys: list[str] = Field(default_factory=list)
+    # A campaign held back by its own `concurrency` has its next message sent by the send that
+    # freed the slot, for up to this long (worker/send/fanout.py), before it goes through the
+    # queue again: it bounds how long one campaign may hold a worker thread. 0: never.
+    follow_on_s: float = Field(0.5, ge=0)
     # Processes that normalise a large submission's recipients (campaigns/intake.py); unset: one
     # per CPU; 1: in this process only.
     intake_processes: int | None = Field(default=None, ge=1)

@@ -154,6 +154,7 @@ def services(service_env):
     with db.session() as s:
         s.execute(text("TRUNCATE campaigns, messages, rejections, delivery_reports, suppressions, api_keys CASCADE"))
         s.execute(text("DELETE FROM services WHERE id <> 1"))  # the migration's `default` stays
+        s.execute(text("UPDATE services SET high_priority = false"))  # as the migration left it
     redis_lib.Redis.from_url(env["HERALD_REDIS_URL"]).flushdb()
     return env
 

@@ -5,19 +5,22 @@ and an emulator of each test's own (its request log is what the assertions read)
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
 import uuid
 from collections import Counter
 
+import httpx
 import pytest
 import redis as redis_lib
 from sqlalchemy import select
 
-from campaigns import db, lifecycle, pacing
+from campaigns import db, intake, lifecycle, messages, pacing
 from campaigns.aggregate import campaign_report
 from campaigns.models import Campaign
+from campaigns.schema import CampaignSpec
 from campaigns.statuses import MessageStatus
 from tests.conftest import wait_for
 from tests.test_dispatch_faults import (
@@ -25,6 +28,7 @@ from tests.test_dispatch_faults import (
     workers,  # noqa: F401  (the fixture)
 )
 from worker import queues
+from worker.send import fanout
 from worker.emulator import Knobs
 from worker.emulator.process import EmulatorProcess
 
@@ -39,6 +43,16 @@ def test_the_window_is_the_smallest_of_the_cap_and_what_the_limits_let_run():
     assert pacing.window_size(64, rate_per_s=20, burst=2) == pacing.Window(12, pacing.RATE)
     assert pacing.window_size(64, rate_per_s=0.1) == pacing.Window(2, pacing.RATE)
     assert pacing.window_size(0) == pacing.Window(1, pacing.WINDOW_FULL)
+
+
+def test_only_a_window_bound_by_its_own_concurrency_follows_on():
+    assert pacing.follows_on(pacing.window_size(64, concurrency=1), 1)
+    assert pacing.follows_on(pacing.window_size(64, concurrency=5, max_in_flight=10), 5)
+    assert not pacing.follows_on(pacing.window_size(64), None)
+    # Bound by what other campaigns share (an account's in-flight limit, a rate), or by the cap.
+    assert not pacing.follows_on(pacing.window_size(64, concurrency=20, max_in_flight=10), 20)
+    assert not pacing.follows_on(pacing.window_size(64, concurrency=20, rate_per_s=4), 20)
+    assert not pacing.follows_on(pacing.window_size(64, concurrency=100), 100)
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -134,7 +148,76 @@ def test_a_concurrency_limited_campaign_publishes_only_what_may_run(services, wo
     assert "concurrency" in {w["waiting"] for w in seen if w}
 
 
+# -- following on (in this process: the send is a stand-in, the refills are real) -----------
+
+def _sent(message_id: int) -> None:
+    """What a send does to the row: claimed, then taken by the provider."""
+    assert messages.claim(message_id) is not None
+    messages.record_sent(message_id, "tiko", f"p{message_id}", "sent", None)
+
+
+def test_the_token_carrier_sends_a_concurrency_1_campaign_s_next_messages_itself(services):
+    receipt = intake.submit(CampaignSpec.model_validate(
+        {"from": "Herald", "message": "Code 1234", "default_region": "GB", "concurrency": 1}),
+        unique_numbers(5, seed=29))
+    cid = receipt.campaign_id
+    ids = sorted(int(ref) for ref in rows(cid))
+    published, scheduled, here = [], [], []
+    first = fanout.refill(cid, lambda *a: published.append(a), scheduled.append)
+    assert published == [([ids[0]], queues.SEND, first.token, cid)] and first.token.carrier == ids[0]
+    _sent(ids[0])
+
+    def boom(message_id, queue, campaign_id):
+        assert campaign_id == cid
+        here.append(message_id)
+        if len(here) == 3:
+            raise RuntimeError("the worker's database went away")
+        _sent(message_id)
+
+    with pytest.raises(RuntimeError):
+        fanout.follow_on(cid, first.token.seq, lambda *a: published.append(a), scheduled.append, boom, 5.0)
+    # Sent here, one after the other, none published; the one whose send raised went back to the
+    # broker carrying the live token, so the chain goes on from there.
+    assert here == ids[1:4]
+    (back, queue, token, _), = published[1:]
+    assert back == [ids[3]] and queue == queues.SEND and token.carrier == ids[3]
+    with db.session() as s:
+        assert token.seq == s.get(Campaign, uuid.UUID(cid)).window_seq
+    assert scheduled == []
+
+    # Without a budget it publishes as before, the token on the send.
+    _sent(ids[3])
+    fanout.follow_on(cid, token.seq, lambda *a: published.append(a), scheduled.append, boom, 0.0)
+    assert published[-1][0] == [ids[4]] and published[-1][2] is None  # the last: no token left
+    assert here == ids[1:4]
+
+
 # -- fair share and priority ---------------------------------------------------------------
+
+def test_a_concurrency_1_campaign_follows_on_instead_of_queueing_behind_a_large_one(services, workers):
+    large_n, window, latency_ms = 4000, 128, 50
+    with EmulatorProcess(Knobs(latency_ms=latency_ms, report_delay_ms=20)) as emu:
+        # 8 threads: the window keeps a queue. A budget no loaded machine exhausts in 10 sends.
+        workers(1, herald_env(emu, dispatch_window=window, follow_on_s=5))
+        url = services["HERALD_BROKER_URL"]
+        large = submit(unique_numbers(large_n, seed=27), url)
+        wait_for(lambda: progressed(large) >= 300, timeout=60, interval=0.05, message="the large one sending")
+        small = submit(unique_numbers(10, seed=28), url, concurrency=1)
+        wait_final(small, 10, timeout=60)
+        times = by_campaign(emu, large, small)
+        sent = emulator_counts(emu)
+        lifecycle.cancel(large)
+
+    ours = times[small]
+    assert len(ours) == 10 and all(sent[ref] == 1 for ref in rows(small))
+    # Between two of its sends, how many of the large campaign's reached the provider. A send
+    # published to the queue waits behind the large window's queued part (at least half the
+    # window less the 8 running: 56); one sent by the thread that finished the one before it,
+    # only behind what the 7 other threads finish meanwhile.
+    between = [sum(a < t < b for t in times[large]) for a, b in zip(ours, ours[1:])]
+    followed = [n for n in between if n < window // 4]
+    assert len(followed) >= 7, f"large sends between its sends: {between}"
+    assert sum(between) > 0, "the large campaign stood still meanwhile"
 
 def test_a_small_campaign_interleaves_with_a_large_one(services, workers):
     large_n, window = 3000, 32
@@ -181,25 +264,60 @@ def test_higher_priority_classes_are_consumed_first(services, start_worker):
     assert classes == ["high"] * 20 + ["normal"] * 20 + ["bulk"] * 20
 
 
-def test_high_priority_over_http_only_for_listed_keys(services, api_client, monkeypatch):
-    from campaigns.settings import get_settings
+def test_high_priority_is_a_permission_of_the_service(services, api_server, start_worker):
+    from click.testing import CliRunner
 
-    body = {"from": "Herald", "message": "Code 1234", "recipients": ["+447400123456"], "priority": "high"}
-    refused = api_client.post("/v1/campaigns", json=body)
-    assert refused.status_code == 403 and "HERALD_HIGH_PRIORITY_KEYS" in refused.json()["detail"]
-    assert api_client.post("/v1/campaigns", json={**body, "priority": "urgent"}).status_code == 422
+    from campaigns import apikeys, services as tenants
+    from campaigns.errors import SubmissionError
+    from worker.app import app
+    from worker.cli import main as cli
+
+    tenants.create("plain")
+    tenants.create("urgent", high_priority=True)
+    http = {name: httpx.Client(base_url=api_server.url, timeout=20, headers={
+        "Authorization": f"Bearer {apikeys.create_key(name, service=name)[1]}"}) for name in ("plain", "urgent")}
+    # Scheduled far ahead: nothing is published, so the broker stays empty for later tests.
+    body = {"from": "Herald", "message": "Code 1234", "recipients": ["+447400123456"],
+            "scheduled_at": "2099-01-01T00:00:00Z", "priority": "high"}
+
+    def refused_over_http(name: str) -> bool:
+        answer = http[name].post("/v1/campaigns", json=body)
+        if answer.status_code == 201:
+            return False
+        assert answer.status_code == 403, answer.text
+        assert [e["loc"] for e in answer.json()["detail"]] == [["body", "priority"]]
+        return True
+
+    assert refused_over_http("plain")
+    tiko = http["plain"].post("/v1/messages", json=body)
+    assert tiko.status_code == 403 and tiko.json()["errors"][0]["loc"] == ["priority"]
+    assert http["plain"].post("/v1/campaigns", json={**body, "priority": "urgent"}).status_code == 422
     with db.session() as s:
         assert s.scalar(select(Campaign.id)) is None  # refused submissions store nothing
+    assert http["plain"].post("/v1/campaigns", json={**body, "priority": "normal"}).status_code == 201
+    assert not refused_over_http("urgent")
 
-    monkeypatch.setattr(get_settings(), "high_priority_keys", ["tests"])
-    accepted = api_client.post("/v1/campaigns", json=body)
-    assert accepted.status_code == 201
-    report = api_client.get(f"/v1/campaigns/{accepted.json()['campaign_id']}").json()
-    assert report["priority"] == "high" and "window" in report
-    normal = api_client.post("/v1/campaigns", json={**body, "priority": "normal"}).json()
-    assert api_client.get(f"/v1/campaigns/{normal['campaign_id']}").json()["priority"] == "normal"
-    # No worker ran: leave no sends behind for tests that need an empty broker (herald bench).
-    redis_lib.Redis.from_url(services["HERALD_BROKER_URL"]).flushdb()
+    # The broker's interface asks the same of the service it names.
+    start_worker("--pool", "threads", "--concurrency", "2")
+    with pytest.raises(SubmissionError) as caught:
+        app.send_task("campaigns.submit", kwargs={**body, "service": "plain"}).get(timeout=60)
+    assert caught.value.errors[0]["loc"] == ["priority"]
+    receipt = app.send_task("campaigns.submit", kwargs={**body, "service": "urgent"}).get(timeout=60)
+    assert campaign_report(receipt["campaign_id"])["priority"] == "high"
+
+    # Granted and withdrawn from the CLI, for an existing service.
+    runner = CliRunner()
+    granted = runner.invoke(cli, ["services", "set", "plain", "--high-priority", "--json"])
+    assert granted.exit_code == 0 and json.loads(granted.output)["high_priority"] is True
+    assert not refused_over_http("plain")
+    assert runner.invoke(cli, ["services", "set", "plain", "--no-high-priority"]).exit_code == 0
+    assert refused_over_http("plain")
+    assert runner.invoke(cli, ["services", "set", "nobody", "--high-priority"]).exit_code == 1
+    listed = {s["name"]: s["high_priority"]
+              for s in json.loads(runner.invoke(cli, ["services", "list", "--json"]).output)}
+    assert listed == {"default": False, "plain": False, "urgent": True}
+    for client in http.values():
+        client.close()
 
 
 # -- crashes and steering during refills -----------------------------------------------------

@@ -92,7 +92,7 @@ def fan_out(campaign_id: str, seq: int | None = None) -> int:
     """Top up the campaign's dispatch window (worker/send/fanout.py). Without ``seq``, start or
     take over its refill chain."""
     with log_context(campaign_id=campaign_id):
-        return fanout.refill(campaign_id, publish_sends, schedule_refill, seq)
+        return fanout.refill(campaign_id, publish_sends, schedule_refill, seq).published
 
 
 # A lost database connection (a PostgreSQL restart) fails one statement: run the send again.
@@ -102,18 +102,35 @@ def fan_out(campaign_id: str, seq: int | None = None) -> int:
           retry_backoff_max=MAX_COUNTDOWN_S)
 def send_message(self, message_id: int, refill: list | None = None, campaign: str | None = None) -> str:
     """``refill`` ([campaign id, seq]) is the window's token: once this send has run (so its
-    message has left ``queued``, or gone back to wait), top the window up. ``campaign``: the
+    message has left ``queued``, or gone back to wait), top the window up, and for a campaign
+    that follows on send its next messages here (worker/send/fanout.py). ``campaign``: the
     message's campaign, when the publisher knew it."""
-    with log_context(message_id=message_id):
-        outcome = dispatch.send(message_id, campaign)
-    if outcome.status == MessageStatus.SENDING:  # in doubt: ask the provider shortly
-        settle_message.apply_async((message_id,), countdown=settle.SETTLE_AFTER_S)
+    outcome = _send(message_id, campaign)
     if refill:
-        fan_out(refill[0], refill[1])
+        with log_context(campaign_id=refill[0]):
+            fanout.follow_on(refill[0], refill[1], publish_sends, schedule_refill, _send_here,
+                             get_settings().follow_on_s)
     if outcome.retry_in is not None:
         # The token stays here: a retry waiting its countdown must not hold the window's refill.
         raise self.retry(countdown=countdown(outcome.retry_in), kwargs={"campaign": campaign} if campaign else {})
     return outcome.status
+
+
+def _send(message_id: int, campaign: str | None = None) -> dispatch.Outcome:
+    with log_context(message_id=message_id):
+        outcome = dispatch.send(message_id, campaign)
+    if outcome.status == MessageStatus.SENDING:  # in doubt: ask the provider shortly
+        settle_message.apply_async((message_id,), countdown=settle.SETTLE_AFTER_S)
+    return outcome
+
+
+def _send_here(message_id: int, queue: str, campaign: str) -> None:
+    """A follow-on send, in the thread of the send before it: as its own task would, it comes
+    back as a task of its own (on its campaign's queue) if it must wait."""
+    outcome = _send(message_id, campaign)
+    if outcome.retry_in is not None:
+        send_message.apply_async((message_id,), {"campaign": campaign}, countdown=countdown(outcome.retry_in),
+                                 queue=queue)
 
 
 def countdown(wait: float) -> float:

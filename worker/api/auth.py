@@ -72,7 +72,6 @@ class ApiKeyMiddleware:
                     await refusal(scope, receive, send)
                     return
                 scope.setdefault("state", {})["api_key_id"] = info.id
-                scope["state"]["api_key_name"] = info.name
                 scope["state"]["tenant"] = info.tenant
         await self.app(scope, receive, send)
 

@@ -13,9 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 import campaigns
 from campaigns import db, lifecycle, services
-from campaigns.errors import (
-    ConfigurationError, Forbidden, IdempotencyMismatch, InvalidReport, InvalidTransition, NotFound, SubmissionError,
-)
+from campaigns.errors import ConfigurationError, Forbidden, InvalidReport, InvalidTransition, NotFound, SubmissionError
 from campaigns.listing import list_messages
 from campaigns.optout import record_inbound
 from campaigns.aggregate import campaign_report
@@ -63,7 +61,7 @@ def create_app() -> FastAPI:
     @app.exception_handler(SubmissionError)
     async def _refused(_request: Request, exc: SubmissionError):
         return JSONResponse({"detail": [{"type": "submission_error", **e, "loc": ["body", *e["loc"]]} for e in exc.errors]},
-                            status_code=409 if isinstance(exc, IdempotencyMismatch) else 422)
+                            status_code=http_intake.refused_status(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _malformed(_request: Request, exc: RequestValidationError):
@@ -105,13 +103,8 @@ def create_app() -> FastAPI:
                         media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/campaigns", response_model=Receipt, status_code=201, responses={
-        **_IDEMPOTENCY, 403: {"description": "this API key may not submit high-priority campaigns"}})
-    def submit_campaign(submission: Submission, request: Request,
-                        tenant: Tenant = Depends(auth.tenant)) -> Receipt:
-        if submission.priority == "high" and (
-                request.state.api_key_name not in get_settings().high_priority_keys):
-            raise HTTPException(403, "this API key may not submit high-priority campaigns "
-                                     "(HERALD_HIGH_PRIORITY_KEYS lists the key names that may)")
+        **_IDEMPOTENCY, 403: {"description": "`priority` is `high` and the key's service may not use it"}})
+    def submit_campaign(submission: Submission, tenant: Tenant = Depends(auth.tenant)) -> Receipt:
         return campaigns.submit(submission, service=tenant.service_id)
 
     app.include_router(http_intake.router)

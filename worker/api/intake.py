@@ -14,13 +14,19 @@ from starlette.concurrency import run_in_threadpool
 
 import campaigns
 from campaigns import suppressions
-from campaigns.errors import Forbidden, SubmissionError
+from campaigns.errors import Forbidden, IdempotencyMismatch, NotPermitted, SubmissionError
 from campaigns.schema import InvalidSample
 from campaigns.services import Tenant
 from worker.api import auth
 
 router = APIRouter()
 _ADMIN_ONLY = {403: {"description": "`global` needs an admin key"}}
+
+
+def refused_status(exc: SubmissionError) -> int:
+    """A refused submission's HTTP status: 409 an idempotency key reused with another body, 403 a
+    field asking for what the service is not granted (``priority``), 422 anything else."""
+    return 409 if isinstance(exc, IdempotencyMismatch) else 403 if isinstance(exc, NotPermitted) else 422
 
 
 class SuppressionsIn(BaseModel):
@@ -115,6 +121,6 @@ async def tiko_bulk(request: Request) -> JSONResponse:
     except SubmissionError as exc:
         first = exc.errors[0]
         error = ".".join(map(str, first["loc"])) + ": " + first["msg"] if first["loc"] else first["msg"]
-        return JSONResponse({"success": False, "error": error, "errors": exc.errors}, status_code=422)
+        return JSONResponse({"success": False, "error": error, "errors": exc.errors}, status_code=refused_status(exc))
     return JSONResponse({"success": True, "campaign_id": receipt.campaign_id,
                          "recipients": receipt.accepted, "duplicates_removed": receipt.duplicates})

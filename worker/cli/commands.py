@@ -183,18 +183,38 @@ def services() -> None:
     """Services (tenants): each owns its API keys, campaigns and suppression list."""
 
 
+_high_priority_help = "may submit `\"priority\": \"high\"` campaigns (drained before every other)"
+
+
 @services.command("create")
 @click.argument("name")
+@click.option("--high-priority", is_flag=True, help=_high_priority_help)
 @json_option
-def services_create(name: str, as_json: bool) -> None:
+def services_create(name: str, high_priority: bool, as_json: bool) -> None:
     """Create a service; then give it keys with `herald keys create NAME --service SERVICE`."""
     from campaigns import services as tenants
 
     try:
-        info = tenants.create(name)
+        info = tenants.create(name, high_priority=high_priority)
     except SubmissionError as exc:
         raise _refused(exc) from None
     click.echo(json.dumps(info.as_dict()) if as_json else f"service {info.id} ({info.name}) created")
+
+
+@services.command("set")
+@click.argument("name")
+@click.option("--high-priority/--no-high-priority", required=True, help=_high_priority_help)
+@json_option
+def services_set(name: str, high_priority: bool, as_json: bool) -> None:
+    """Change an existing service; its campaigns already submitted keep their priority."""
+    from campaigns import services as tenants
+
+    try:
+        info = tenants.grant_high_priority(name, high_priority)
+    except HeraldError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(info.as_dict()) if as_json else
+               f"service {info.id} ({info.name}): high priority {'allowed' if info.high_priority else 'refused'}")
 
 
 @services.command("list")
@@ -207,7 +227,8 @@ def services_list(as_json: bool) -> None:
         click.echo(json.dumps(rows))
         return
     for r in rows:
-        click.echo(f"{r['id']}\t{r['name']}\t{(r['created_at'] or '')[:19]}")
+        grant = "\thigh priority" if r["high_priority"] else ""
+        click.echo(f"{r['id']}\t{r['name']}\t{(r['created_at'] or '')[:19]}{grant}")
 
 
 def _service_id(name: str) -> int:

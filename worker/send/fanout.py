@@ -12,13 +12,23 @@ refill bumps under the campaign row's lock, so a redelivered, duplicated or supe
 finds a newer number and does nothing. A refill without a token (the campaign starts, resumes,
 or the sweeper restarts a chain whose token was lost) takes over from whatever chain was live.
 A crash after publishing and before the commit republishes those sends; the claim dedups them.
+
+A campaign held back by its own ``concurrency`` *follows on* (``follow_on``): the send carrying its
+token, once it has freed its slot, sends the next message itself, in its own thread, rather than
+publishing it to wait behind every other campaign's window in the shared queue once per message
+(a campaign of ``concurrency`` 1 would pay that wait for each of its sends). It is bounded by
+``HERALD_FOLLOW_ON_S``, after which the next send is published as usual, so no campaign holds a
+worker thread for long. A follow-on send is taken like a published one (checkpoint, stamp) and
+goes back to the broker if its send raises; a worker killed in it leaves a queued message the
+sweeper republishes, as for any send lost with a worker.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import exists, select, update
 
@@ -46,6 +56,17 @@ class Token:
     delay_s: float = 0.0
 
 
+@dataclass(frozen=True)
+class Refilled:
+    """What a refill did: how many sends it published, and the message it left for its caller
+    to send (``here``, when asked to keep one and the campaign follows on), carrying ``token``."""
+
+    published: int
+    queue: str = queues.SEND
+    here: int | None = None
+    token: Token | None = None
+
+
 # publish(ids, queue, token, campaign_id) puts one send per id on ``queue``; the send of
 # ``token.carrier`` carries the token. schedule(token) publishes a refill task for the token,
 # after its delay.
@@ -71,17 +92,17 @@ def window_for(campaign: Campaign, settings: Settings) -> pacing.Window:
 
 
 def refill(campaign_id: str, publish: Publish, schedule: Callable[[Token], None],
-           seq: int | None = None, settings: Settings | None = None) -> int:
-    """Top the campaign's window up; returns how many sends were published. ``seq`` is the
-    token's number (None: take over the chain)."""
+           seq: int | None = None, settings: Settings | None = None, keep: bool = False) -> Refilled:
+    """Top the campaign's window up. ``seq`` is the token's number (None: take over the chain);
+    ``keep``: the caller may send one message itself, if the campaign follows on."""
     settings = settings or get_settings()
     cid = uuid.UUID(campaign_id)
     with db.session() as s:
         campaign = s.scalar(select(Campaign).where(Campaign.id == cid).with_for_update())
         if campaign is None or campaign.status != CampaignStatus.RUNNING:
-            return 0
+            return Refilled(0)
         if seq is not None and seq != campaign.window_seq:
-            return 0  # an older chain's token: the live one is elsewhere
+            return Refilled(0)  # an older chain's token: the live one is elsewhere
         window = window_for(campaign, settings)
         queue = queues.send_queue(campaign.priority)
         room = window.size - pacing.in_flight(s, cid, campaign.fanout_checkpoint)
@@ -99,9 +120,10 @@ def refill(campaign_id: str, publish: Publish, schedule: Callable[[Token], None]
         more = s.scalar(select(exists().where(
             Message.campaign_id == cid, Message.status == MessageStatus.QUEUED,
             Message.id > checkpoint, Message.not_before.is_(None))))
+        here = published.pop(0) if keep and published and pacing.follows_on(window, campaign.concurrency) else None
         token = None
         if more:
-            carrier = published[len(published) // 2] if published else None
+            carrier = here if here is not None else published[len(published) // 2] if published else None
             token = Token(campaign_id, campaign.window_seq + 1, queue, carrier,
                           0.0 if carrier else (cooling or RECHECK_S))
         wait = (pacing.COOLDOWN if cooling else window.bound_by) if more else (
@@ -114,7 +136,34 @@ def refill(campaign_id: str, publish: Publish, schedule: Callable[[Token], None]
         s.execute(update(Campaign).where(Campaign.id == cid).values(
             fanout_checkpoint=checkpoint, fanout_at=now(), window_seq=campaign.window_seq + 1,
             window_size=window.size, window_wait=wait))
-    return len(published)
+    return Refilled(len(published), queue, here, token)
+
+
+def follow_on(campaign_id: str, seq: int, publish: Publish, schedule: Callable[[Token], None],
+              send: Callable[[int, str, str], None], budget_s: float) -> None:
+    """The refill a finished send's token asks for. While the campaign follows on and
+    ``budget_s`` has not passed, its next message is sent here (``send(id, queue, campaign_id)``:
+    the send task's own path) and the window refilled again with the token that message carries."""
+    deadline = time.monotonic() + budget_s
+    held: Token | None = None  # a token of this thread's own, newer than the task's
+    while True:
+        try:
+            done = refill(campaign_id, publish, schedule, seq, keep=time.monotonic() < deadline)
+        except BaseException:
+            if held is not None:  # the task's retry would bring back its own, older token
+                schedule(replace(held, carrier=None, delay_s=RECHECK_S))
+            raise
+        if done.here is None:
+            return
+        try:
+            send(done.here, done.queue, campaign_id)
+        except BaseException:
+            # Not lost with this thread: the broker has it again, with its token (the claim dedups).
+            publish([done.here], done.queue, done.token, campaign_id)
+            raise
+        if done.token is None:  # the campaign's last message
+            return
+        held, seq = done.token, done.token.seq
 
 
 def _cooldown(campaign: Campaign, settings: Settings) -> float:
