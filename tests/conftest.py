@@ -209,8 +209,8 @@ class WorkerProcess:
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
+            try:  # a warm shutdown stuck on a task (its broker gone) is not worth waiting for
+                self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
 
