@@ -1,9 +1,8 @@
 """The broker: kombu's Redis transport made to survive a broker restart, and many calls of one
 task published at the cost of one.
 
-The transport. 
-When the broker goes away, Celery (5.7) first *collects* the consumer's connection, which
-detaches the transport from it (``transport.client = None``), and then closes it. Closing the
+The transport: when the broker goes away, Celery (5.7) first *collects* the consumer's
+connection, which detaches the transport from it (``transport.client = None``), and then closes it. Closing the
 channel restores its unacknowledged messages, which needs a Redis client, whose parameters are
 read from ``transport.client``: an ``AttributeError`` (``'NoneType' object has no attribute
 'hostname'``) that Celery does not take for a connection error, so the worker stopped with

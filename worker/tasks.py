@@ -112,7 +112,7 @@ def send_message(self, message_id: int, refill: list | None = None, campaign: st
                              get_settings().follow_on_s)
     if outcome.retry_in is not None:
         # The token stays here: a retry waiting its countdown must not hold the window's refill.
-        raise self.retry(countdown=countdown(outcome.retry_in), kwargs={"campaign": campaign} if campaign else {})
+        raise self.retry(countdown=countdown(outcome.retry_in), kwargs={"campaign": campaign})
     return outcome.status
 
 

@@ -70,7 +70,8 @@ def send(message_id: int, campaign_id: str | None = None) -> Outcome:
     # runs before the claim, so a worker killed in any of it leaves a queued message for the
     # redelivered task, not a claimed one nobody can settle. Between the claim's commit and the
     # request there is nothing left to wait for.
-    info = _campaign_info(uuid.UUID(campaign_id)) if campaign_id else None
+    cid = uuid.UUID(campaign_id) if campaign_id else None
+    info = _campaign_info(cid) if cid else None
     if info is not None and not info.send_window and info.provider in get_settings().providers:
         # A campaign on one account, no send window (the common case): nothing before the claim
         # needs the row, so it is not read twice. A message not sendable fails the claim below.
@@ -79,22 +80,23 @@ def send(message_id: int, campaign_id: str | None = None) -> Outcome:
         row = messages.peek(message_id)
         if row is None:
             return Outcome("skipped")
-        campaign_id, info = str(row.campaign_id), _campaign_info(row.campaign_id)
+        cid = row.campaign_id
+        info = _campaign_info(cid)
         if info.send_window and windows.defer_if_closed(row.id, row.phone, info.send_window):
-            log.info("message waits for its send window", extra={"campaign_id": campaign_id, "message_id": row.id})
+            log.info("message waits for its send window", extra={"campaign_id": str(cid), "message_id": row.id})
             return Outcome("deferred")
         # The campaign names an account or a route; the account actually used is what gets recorded.
         account = routing.choose(info.provider, row.region, info.sender, row.body or info.template)
         if account is None:
             with db.session() as s:
                 messages.fail_queued(s, [row.id], "no provider account of the route can carry this destination")
-            log.info("message has no route", extra={"campaign_id": campaign_id, "message_id": row.id})
+            log.info("message has no route", extra={"campaign_id": str(cid), "message_id": row.id})
             return Outcome(MessageStatus.FAILED)
-    extra = {"campaign_id": campaign_id, "message_id": message_id, "provider": account}
+    extra = {"campaign_id": str(cid), "message_id": message_id, "provider": account}
     # A 429 from any worker holds the account until its Retry-After has passed.
     if (wait := cooldown.remaining(account)) > 0:
         return _defer(message_id, wait + random.uniform(0, 0.25), "cooldown", extra)
-    decision = throttle.acquire_for_send(account, uuid.UUID(campaign_id), info.concurrency)
+    decision = throttle.acquire_for_send(account, cid, info.concurrency)
     if decision.wait or not decision.granted:
         metrics.throttle_waited(account, decision.wait)
     if not decision.granted:
