@@ -88,3 +88,21 @@ def test_only_the_cli_reaches_the_development_tools():
     wrong = {(m, t) for m, ts in _graph().items() if not m.startswith(tools + ("worker.cli",))
              for t in ts if t.startswith(tools)}
     assert not wrong
+
+
+def test_the_readmes_map_names_every_module():
+    """README "Where things live": each module of campaigns/ and scheduler/, and each of worker/'s
+    own modules and packages, is named there (as a path or, in a row of one folder, by file name)."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### Where things live"):]
+    section = section[:section.index("\n## ")]
+    missing = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).iterdir()):
+            if path.name.startswith(("_", ".")) or path.name == "migrations":
+                continue
+            if path.suffix == ".py" or (path.is_dir() and (path / "__init__.py").exists()):
+                name = path.name + ("/" if path.is_dir() else "")
+                if f"`{package}/{name}`" not in section and f"`{name}`" not in section:
+                    missing.append(f"{package}/{name}")
+    assert not missing, f"not in the README's map: {missing}"
