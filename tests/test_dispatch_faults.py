@@ -123,42 +123,6 @@ def progressed(campaign_id: str) -> int:
     return sum(c for st, c in by.items() if st not in (MessageStatus.QUEUED, MessageStatus.SENDING))
 
 
-def test_kill_9_workers_repeatedly_loses_and_doubles_nothing(services, workers, capsys):
-    n, kills = 1200, 4  # the acceptance run below is the large one; this keeps CI in its budget
-    with EmulatorProcess(Knobs(latency_ms=20, report_delay_ms=20)) as emu:
-        env = herald_env(emu, **SWEEPING)
-        fleet = workers(2, env, "-B")
-        cid = submit(unique_numbers(n, seed=5), services["HERALD_BROKER_URL"])
-        # Kill points at random places of the campaign's progress.
-        rng = random.Random()
-        points = sorted(rng.sample(range(n // 20, n * 8 // 10), kills))
-        for point in points:
-            wait_for(lambda: progressed(cid) >= point, timeout=90, interval=0.05,
-                     message=f"{point} messages through")
-            assert progressed(cid) < n, "the campaign finished before the kill"
-            for w in fleet:
-                w.kill()  # SIGKILL to the whole process group: no warm shutdown, no acks
-            fleet = workers(2, env, "-B")
-        final = wait_final(cid, n, timeout=90)
-        sent = emulator_counts(emu)
-
-    by_status = Counter(final.values())
-    unknown = [ref for ref, st in final.items() if st == MessageStatus.UNKNOWN]
-    doubled = {ref: c for ref, c in sent.items() if c > 1}
-    assert not doubled, f"sent more than once: {doubled}"
-    # Every message but the unknown ones reached the emulator exactly once...
-    assert [ref for ref, st in final.items() if st != MessageStatus.UNKNOWN and sent[ref] != 1] == []
-    # ...and an unknown one is a send cut by a kill mid-request that no report settled: the
-    # provider may (rarely: its report would settle it) or may not have it. None was resent blindly.
-    assert [ref for ref in unknown if sent[ref] > 1] == []
-    assert set(by_status) <= {MessageStatus.DELIVERED, MessageStatus.UNKNOWN}
-    assert len(unknown) <= kills * 2 * 8, "more unknown than sends in flight at the kills"
-    with capsys.disabled():
-        print(f"\n[kill -9] {kills} kills at {points}: {dict(by_status)}; emulator recorded "
-              f"{sum(sent.values())} sends for {n} messages, {sum(sent[r] for r in unknown)} of "
-              f"them for unknown ones")
-
-
 @contextmanager
 def private_redis():
     """A redis-server of this test's own, to restart (never the shared one)."""
@@ -219,27 +183,6 @@ def _pings(client) -> bool:
         return False
 
 
-def test_a_redis_restart_mid_campaign_loses_and_doubles_nothing(services, workers, capsys):
-    n = 600
-    with private_redis() as (url, restart), EmulatorProcess(Knobs(latency_ms=20, report_delay_ms=20)) as emu:
-        # Redis is the broker and holds the limits: a lease per request to the provider.
-        env = {**herald_env(emu, account={"max_in_flight": 6}, **SWEEPING),
-               "HERALD_BROKER_URL": url, "HERALD_REDIS_URL": url}
-        workers(2, env, "-B")
-        cid = submit(unique_numbers(n, seed=6), url)
-        wait_for(lambda: progressed(cid) >= n // 4, timeout=60, interval=0.05, message="a quarter sent")
-        at_restart = progressed(cid)
-        restart(down_s=1.0)  # the queue, every unacked task and every lease are gone
-        final = wait_final(cid, n, timeout=90)
-        sent = emulator_counts(emu)
-
-    assert at_restart < n
-    assert Counter(final.values()) == {MessageStatus.DELIVERED: n}
-    assert Counter(sent[ref] for ref in final) == {1: n}, "a message lost or doubled"
-    with capsys.disabled():
-        print(f"\n[redis restart] restarted with {at_restart}/{n} through; all {n} delivered once")
-
-
 def test_a_flaky_provider_gets_every_message_exactly_once(services, workers):
     n = 300
     with EmulatorProcess(Knobs(fail_5xx=0.3, report_delay_ms=20)) as emu:
@@ -292,7 +235,7 @@ def test_campaign_concurrency_is_never_exceeded_at_the_provider(services, worker
 
 
 def test_repeated_redis_restarts_under_load_leave_every_worker_alive(services, workers, capsys):
-    n, restarts = 1000, 4
+    n, restarts = 800, 3  # the acceptance run below restarts Redis too, at its size
     with private_redis() as (url, restart), EmulatorProcess(Knobs(latency_ms=30, report_delay_ms=20)) as emu:
         env = {**herald_env(emu, account={"max_in_flight": 8}, **SWEEPING),
                "HERALD_BROKER_URL": url, "HERALD_REDIS_URL": url}

@@ -323,7 +323,7 @@ def test_high_priority_is_a_permission_of_the_service(services, api_server, star
 # -- crashes and steering during refills -----------------------------------------------------
 
 def test_exactly_once_per_recipient_with_workers_killed_mid_refill(services, workers):
-    n, kills, window = 1200, 4, 16
+    n, kills, window = 800, 3, 16
     with EmulatorProcess(Knobs(latency_ms=20, report_delay_ms=20)) as emu:
         env = herald_env(emu, dispatch_window=window, **SWEEPING)
         fleet = workers(2, env, "-B")
@@ -332,6 +332,7 @@ def test_exactly_once_per_recipient_with_workers_killed_mid_refill(services, wor
         for point in points:
             wait_for(lambda: progressed(cid) >= point, timeout=120, interval=0.02,
                      message=f"{point} messages through")
+            assert progressed(cid) < n, "the campaign finished before the kill"
             for w in fleet:
                 w.kill()  # SIGKILL: refills, their tokens and prefetched sends die with them
             fleet = workers(2, env, "-B")
