@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, exists, func, insert, literal_column, or_, select, update
+from sqlalchemy import bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from campaigns import callbacks, clock
@@ -158,70 +158,73 @@ def apply_report(s: Session, provider: str, report: StatusReport, payload: dict,
     return True
 
 
-def apply_reports(s: Session, provider: str, items: list[tuple[StatusReport, dict]]) -> int:
-    """Many reports of one provider in a few statements (polling, bulk webhooks, replays).
-
-    Ends as applying them one by one in order would: per message the first report of the
-    highest rank wins. Returns how many messages moved (as the driver counts an executemany).
-    """
-    refs = {r.provider_message_id for r, _ in items if r.message_id is None and r.provider_message_id}
-    by_ref = dict(s.execute(select(Message.provider_message_id, Message.id).where(
-        Message.provider_message_id.in_(refs), *_reportable(provider, None))).all()) if refs else {}
-    named = {r.message_id for r, _ in items if r.message_id is not None}
-    known = set(s.scalars(select(Message.id).where(
-        Message.id.in_(named), *_reportable(provider, None)))) if named else set()
-    single: list[tuple[StatusReport, dict, int | None]] = []
-    moved = 0
-    for report, payload in items:
-        if report.parts:  # parts fold against each other row by row
-            moved += apply_report(s, provider, report, payload)
+def apply_each(s: Session, batches: list[tuple[str, uuid.UUID | None, list[StatusReport], dict]]) -> list[int]:
+    """Apply several requests' reports (``(provider, campaign_id, reports, payload)`` each) in one
+    transaction, in order, as ``apply_report`` would one by one; returns each request's count of
+    messages moved. For the webhooks' group commit: the messages are looked up in one statement
+    per provider and the raw reports stored in one, so a report costs one UPDATE of its own."""
+    lookups: dict[str, tuple[set[int], set[str]]] = {}
+    for provider, _, reports, _ in batches:
+        ids, refs = lookups.setdefault(provider, (set(), set()))
+        for r in reports:
+            if r.message_id is not None:
+                ids.add(r.message_id)
+            elif r.provider_message_id:
+                refs.add(r.provider_message_id)
+    by_id: dict[tuple[str, int], uuid.UUID] = {}
+    by_ref: dict[tuple[str, str], list[tuple[int, uuid.UUID]]] = {}
+    for provider, (ids, refs) in lookups.items():
+        if not ids and not refs:
             continue
-        mid = report.message_id if report.message_id in known else (
-            by_ref.get(report.provider_message_id) if report.message_id is None else None)
-        single.append((report, payload, mid))
-    if not single:
-        return moved
-    s.execute(insert(DeliveryReport), [
-        {"message_id": mid, "provider": provider, "provider_message_id": r.provider_message_id,
-         "raw_status": r.raw_status, "status": r.status, "payload": payload, "cost": r.cost, "at": r.at}
-        for r, payload, mid in single
-    ])
-    best: dict[int, StatusReport] = {}
-    for report, _, mid in single:
-        if mid is not None and report.status is not None:
-            if mid not in best or can_move(best[mid].status, report.status):
-                best[mid] = report
-    scope = or_(Message.provider == provider, Message.provider.is_(None))
-    now = clock.now()
-    for status in {r.status for r in best.values()}:
-        # Inlined constants: an expanding IN cannot be part of an executemany.
-        lower = [literal_column(f"'{st}'") for st in _reportable_below(status)]
-        final = status in FINAL
-        rows = [{"mid": mid, "b_raw": r.raw_status, "b_cost": r.cost, "b_error": r.error,
-                 "b_final_at": (r.at or now) if final else None}
-                for mid, r in best.items() if r.status == status]
-        values: dict[str, Any] = {
-            "status": status, "raw_status": bindparam("b_raw"),
-            "cost": func.coalesce(bindparam("b_cost", type_=Message.cost.type), Message.cost),
-            "error": func.coalesce(bindparam("b_error", type_=Message.error.type), Message.error),
-        }
-        if final:
-            values["final_at"] = bindparam("b_final_at", type_=Message.final_at.type)
-        result = s.connection().execute(
-            update(Message.__table__).where(Message.__table__.c.id == bindparam("mid"),
-                                            Message.__table__.c.status.in_(lower), scope)
-            .values(**values), rows)
-        moved += max(result.rowcount, 0)
-        if final:
-            _queue_callbacks_for(s, [row["mid"] for row in rows])
-    return moved
+        for mid, cid, ref in s.execute(select(Message.id, Message.campaign_id, Message.provider_message_id).where(
+                or_(Message.id.in_(ids), Message.provider_message_id.in_(refs)), *_reportable(provider, None))):
+            if mid in ids:
+                by_id[provider, mid] = cid
+            if ref in refs:
+                by_ref.setdefault((provider, ref), []).append((mid, cid))
 
+    def matched(provider: str, campaign_id: uuid.UUID | None, report: StatusReport) -> int | None:
+        if report.message_id is not None:
+            cid = by_id.get((provider, report.message_id))
+            return report.message_id if cid is not None and campaign_id in (None, cid) else None
+        rows = by_ref.get((provider, report.provider_message_id), []) if report.provider_message_id else []
+        return next((mid for mid, cid in rows if campaign_id in (None, cid)), None)
 
-def _queue_callbacks_for(s: Session, message_ids: list[int]) -> None:
-    for mid, cid, url in s.execute(select(Message.id, Message.campaign_id, Message.callback_url).where(
-            Message.id.in_(message_ids), Message.callback_url.is_not(None),
-            Message.status.in_([st.value for st in FINAL]))):
-        callbacks.queue_message_callback(s, cid, mid, url)
+    conn = s.connection()
+    stored: list[dict] = []
+    counts: list[int] = []
+    for provider, campaign_id, reports, payload in batches:
+        moved = 0
+        for report in reports:
+            if report.parts:  # parts fold against each other row by row
+                moved += apply_report(s, provider, report, payload, campaign_id=campaign_id)
+                continue
+            message_id = matched(provider, campaign_id, report)
+            stored.append({"message_id": message_id, "provider": provider,
+                           "provider_message_id": report.provider_message_id, "raw_status": report.raw_status,
+                           "status": report.status, "payload": payload, "part": None, "cost": report.cost,
+                           "at": report.at})
+            about = {"provider": provider, "campaign_id": str(campaign_id) if campaign_id else None}
+            if report.status is None:
+                log.warning("unmapped provider status kept raw",
+                            extra={**about, "message_id": message_id, "raw_status": report.raw_status})
+                continue
+            if message_id is None:
+                log.warning("report for an unknown message", extra=about)
+                continue
+            final = report.status in FINAL
+            row = conn.execute(_advance(report.status), {
+                "mid": message_id, "b_provider": provider, "b_raw": report.raw_status, "b_cost": report.cost,
+                "b_error": report.error or None, "b_final_at": (report.at or clock.now()) if final else None,
+            }).first()
+            if row is not None:
+                moved += 1
+                if final and row.callback_url:
+                    callbacks.queue_message_callback(s, row.campaign_id, message_id, row.callback_url)
+        counts.append(moved)
+    if stored:
+        conn.execute(_STORE_REPORT, stored)
+    return counts
 
 
 def _fold(s: Session, message_id: int, total: int) -> tuple[MessageStatus, Decimal | None, datetime | None]:
@@ -252,10 +255,10 @@ def _fold(s: Session, message_id: int, total: int) -> tuple[MessageStatus, Decim
 def close_if_finished(s: Session, campaign_id: uuid.UUID) -> bool:
     """Complete a running campaign once none of its messages can still change."""
     pending = exists().where(Message.campaign_id == campaign_id, awaiting_outcome())
-    done = s.execute(
-        update(Campaign)
-        .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.RUNNING, ~pending)
-        .values(status=CampaignStatus.COMPLETED, completed_at=clock.now())
+    t = Campaign.__table__  # Core, not the ORM's bulk UPDATE: this runs after every batch of reports
+    done = s.connection().execute(
+        update(t).where(t.c.id == campaign_id, t.c.status == CampaignStatus.RUNNING.value, ~pending)
+        .values(status=CampaignStatus.COMPLETED.value, completed_at=clock.now())
     ).rowcount
     if done:
         callbacks.queue_final_callbacks(s, campaign_id)

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from campaigns import db
 from campaigns.models import DeliveryReport, Message
 from campaigns.aggregate import campaign_report
-from campaigns.reports import apply_report, apply_reports, close_if_finished
+from campaigns.reports import apply_each, apply_report, close_if_finished
 from campaigns.signing import account_webhook_url, webhook_url
 from campaigns.statuses import MessageStatus, fold_parts
 from tests.reporting import SENT_AT, mark_sent, numbers, stored_campaign, tiko_row
@@ -44,6 +44,16 @@ def _apply_rows(rows: list[dict]) -> int:
         with db.session() as s:
             moved += sum(apply_report(s, "tiko", r, row) for r in provider.parse_report(row))
     return moved
+
+
+def _apply_in_batches(rows: list[dict], size: int, campaign_id=None) -> list[int]:
+    """As the webhooks' group commit does: ``size`` requests' rows in one transaction."""
+    provider, counts = get_provider("tiko"), []
+    for start in range(0, len(rows), size):
+        with db.session() as s:
+            counts += apply_each(s, [("tiko", campaign_id, provider.parse_report(row), row)
+                                     for row in rows[start:start + size]])
+    return counts
 
 
 def _status(message_id: int) -> str:
@@ -107,11 +117,7 @@ def test_reports_in_shuffled_order_give_the_same_aggregate(services):
     random.Random(3).shuffle(rows_b)
 
     _apply_rows(rows_a)
-    provider = get_provider("tiko")
-    items = [(report, row) for row in rows_b for report in provider.parse_report(row)]
-    for start in range(0, len(items), 7):
-        with db.session() as s:
-            apply_reports(s, "tiko", items[start:start + 7])
+    _apply_in_batches(rows_b, 7)
     for cid in (in_order, shuffled):
         with db.session() as s:
             close_if_finished(s, cid)
@@ -174,6 +180,21 @@ def test_a_report_cannot_reach_another_campaigns_message(services):
     assert _status(their_message) == "sent"
 
 
+def test_one_batch_of_requests_moves_only_what_each_may_touch(services):
+    """Requests applied together (the group commit) keep each request's campaign scope, and a
+    report repeated within the batch moves its message once."""
+    ours, theirs = stored_campaign(numbers(3)), stored_campaign(numbers(1, seed=8))
+    a, b, c = mark_sent(ours)
+    [their_message] = mark_sent(theirs)
+    rows = [tiko_row(a, "DELIVRD"), tiko_row(their_message, "UNDELIV"), tiko_row(a, "DELIVRD"),
+            tiko_row(b, "ENROUTE"), tiko_row(b, "UNDELIV"), tiko_row(c, "EXPIRED"), tiko_row(10**12, "DELIVRD")]
+    assert _apply_in_batches(rows, len(rows), campaign_id=ours) == [1, 0, 0, 0, 1, 1, 0]  # ENROUTE is no news after sent
+    assert [_status(m) for m in (a, b, c, their_message)] == ["delivered", "failed", "expired", "sent"]
+    with db.session() as s:
+        stored = s.execute(select(DeliveryReport.message_id).order_by(DeliveryReport.id)).scalars().all()
+    assert stored == [a, None, a, b, b, c, None]  # every report kept raw; the forged and unknown unmatched
+
+
 def test_the_account_status_webhook_applies_reports_for_its_own_account(services):
     cid = stored_campaign(numbers(2))
     first, second = mark_sent(cid)
@@ -197,11 +218,7 @@ def test_aggregate_equals_an_independent_count_over_5000_recipients(services):
         rows.append(tiko_row(mid, status, at=at, cost=rng.choice(["0.04", "0.05", "0.07"])))
         if roll < 0.2:
             rows.append(tiko_row(mid, "ENROUTE", at=SENT_AT))  # late, changes nothing
-    provider = get_provider("tiko")
-    items = [(report, row) for row in rows for report in provider.parse_report(row)]
-    for start in range(0, len(items), 1000):
-        with db.session() as s:
-            apply_reports(s, "tiko", items[start:start + 1000])
+    _apply_in_batches(rows, 1000)
 
     report = campaign_report(cid)
 

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from starlette.concurrency import run_in_threadpool
 
 from campaigns import db
-from campaigns.reports import StatusReport, apply_report, close_if_finished
-from worker.logs import log_context
+from campaigns.reports import StatusReport, apply_each, close_if_finished
 
 MAX_BATCH = 500
 
@@ -83,12 +82,8 @@ class Batcher:
 def apply_items(items: list[Item]) -> list[int]:
     """Store and apply every item's reports in one transaction, in arrival order; then close the
     campaigns they finished. Returns each item's count of messages moved."""
-    counts: list[int] = []
     with db.session() as s:
-        for item in items:
-            with log_context(campaign_id=str(item.campaign_id) if item.campaign_id else None):
-                counts.append(sum(apply_report(s, item.account, r, item.payload, campaign_id=item.campaign_id)
-                                  for r in item.reports))
+        counts = apply_each(s, [(item.account, item.campaign_id, item.reports, item.payload) for item in items])
     touched: set[uuid.UUID] = set()
     for item, moved in zip(items, counts):
         if moved:

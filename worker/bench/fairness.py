@@ -82,6 +82,8 @@ class FairnessBench(_Bench):
         _wait(lambda: all(_completed_at(cid) for cid, _ in small.values()), opts.timeout_s,
               "the small campaigns to complete")
         seconds = {name: round(_completed_at(cid) - at, 3) for name, (cid, at) in small.items()}
+        # Where each small campaign's time went: to its first claim, its last send's acceptance, then its reports.
+        timeline = {name: {key: round(t - at, 3) for key, t in _sends(cid).items()} for name, (cid, at) in small.items()}
         # From here on the large campaign's reports are held, as in the dispatch stage: its rate is
         # then dispatch's, like the baseline's (the reports stage measures what reports cost).
         cid = uuid.UUID(large.campaign_id)
@@ -95,6 +97,7 @@ class FairnessBench(_Bench):
         rate = _rate(cid, since=held_at, until=None)
         self.results["fairness"] = {
             **{f"{name}_s": value for name, value in seconds.items()},
+            "timeline": timeline,
             "large_after_receipt_s": AFTER_S, "large_recipients": large.accepted,
             "rate": rate, "ratio_to_baseline": round(rate / self.results["baseline"]["rate"], 3),
             "rate_with_reports": with_reports,
@@ -140,6 +143,13 @@ def _completed_at(campaign_id: str) -> float | None:
         status, at = s.execute(select(Campaign.status, Campaign.completed_at)
                                .where(Campaign.id == uuid.UUID(campaign_id))).one()
     return at.timestamp() if status == CampaignStatus.COMPLETED else None
+
+
+def _sends(campaign_id: str) -> dict[str, float]:
+    with db.session() as s:
+        first, last = s.execute(select(func.min(Message.claimed_at), func.max(Message.sent_at))
+                                .where(Message.campaign_id == uuid.UUID(campaign_id))).one()
+    return {"first_claim_s": first.timestamp(), "last_sent_s": last.timestamp()}
 
 
 def _finished(cid: uuid.UUID) -> int:
