@@ -14,7 +14,7 @@ from sqlalchemy import bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from campaigns import callbacks, clock
-from campaigns.aggregate import awaiting_outcome
+from campaigns.aggregate import awaiting_outcome, silent_accounts
 from campaigns.models import Campaign, DeliveryReport, Message
 from campaigns.schema import unstorable
 from campaigns.statuses import FINAL, CampaignStatus, MessageStatus, can_move, fold_parts, rank
@@ -99,7 +99,7 @@ def _reportable_below(status: MessageStatus) -> list[str]:
     return [st.value for st in MessageStatus if rank(st) < rank(status) and st != MessageStatus.QUEUED]
 
 
-def _reportable(provider: str, campaign_id: uuid.UUID | None) -> list:
+def _reportable(provider, campaign_id: uuid.UUID | None) -> list:
     """What a report of ``provider`` may touch: messages handed to that account (never ``queued``),
     and, for a campaign-bound webhook, only that campaign's."""
     # A `sending` message has no provider yet until its send is recorded, and a fast provider's
@@ -158,6 +158,14 @@ def apply_report(s: Session, provider: str, report: StatusReport, payload: dict,
     return True
 
 
+# The messages a batch of one provider's reports names, by Herald's id or the provider's
+# reference, among those its reports may touch (``_reportable``): built once, in Core.
+_LOOKUP = select(Message.id, Message.campaign_id, Message.provider_message_id).where(
+    or_(Message.id.in_(bindparam("ids", expanding=True)),
+        Message.provider_message_id.in_(bindparam("refs", expanding=True))),
+    *_reportable(bindparam("provider"), None))
+
+
 def apply_each(s: Session, batches: list[tuple[str, uuid.UUID | None, list[StatusReport], dict]]) -> list[int]:
     """Apply several requests' reports (``(provider, campaign_id, reports, payload)`` each) in one
     transaction, in order, as ``apply_report`` would one by one; returns each request's count of
@@ -176,8 +184,8 @@ def apply_each(s: Session, batches: list[tuple[str, uuid.UUID | None, list[Statu
     for provider, (ids, refs) in lookups.items():
         if not ids and not refs:
             continue
-        for mid, cid, ref in s.execute(select(Message.id, Message.campaign_id, Message.provider_message_id).where(
-                or_(Message.id.in_(ids), Message.provider_message_id.in_(refs)), *_reportable(provider, None))):
+        for mid, cid, ref in s.connection().execute(_LOOKUP, {"provider": provider, "ids": list(ids),
+                                                              "refs": list(refs)}):
             if mid in ids:
                 by_id[provider, mid] = cid
             if ref in refs:
@@ -252,14 +260,20 @@ def _fold(s: Session, message_id: int, total: int) -> tuple[MessageStatus, Decim
     return fold_parts(total, by_part), cost, max(times, default=None)
 
 
+@functools.cache
+def _complete(silent: frozenset[str]):
+    """The conditional UPDATE that completes a campaign none of whose messages can still change:
+    built once (it runs after every batch of reports), in Core, not through the ORM's bulk UPDATE."""
+    t = Campaign.__table__
+    pending = exists().where(Message.campaign_id == bindparam("cid"), awaiting_outcome(set(silent)))
+    return (update(t).where(t.c.id == bindparam("cid"), t.c.status == CampaignStatus.RUNNING.value, ~pending)
+            .values(status=CampaignStatus.COMPLETED.value, completed_at=bindparam("now")))
+
+
 def close_if_finished(s: Session, campaign_id: uuid.UUID) -> bool:
     """Complete a running campaign once none of its messages can still change."""
-    pending = exists().where(Message.campaign_id == campaign_id, awaiting_outcome())
-    t = Campaign.__table__  # Core, not the ORM's bulk UPDATE: this runs after every batch of reports
-    done = s.connection().execute(
-        update(t).where(t.c.id == campaign_id, t.c.status == CampaignStatus.RUNNING.value, ~pending)
-        .values(status=CampaignStatus.COMPLETED.value, completed_at=clock.now())
-    ).rowcount
+    done = s.connection().execute(_complete(frozenset(silent_accounts())),
+                                  {"cid": campaign_id, "now": clock.now()}).rowcount
     if done:
         callbacks.queue_final_callbacks(s, campaign_id)
     return done == 1
