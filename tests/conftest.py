@@ -3,7 +3,12 @@
 A test that needs a service skips with the reason when it is absent, except when
 HERALD_REQUIRE_SERVICES=1 (CI), where it fails instead. Each test session gets its own
 PostgreSQL database (HERALD_TEST_DB) and Redis database number (HERALD_TEST_REDIS_DB), so
-several checkouts can run their suites side by side.
+several checkouts can run their suites side by side; each pytest-xdist process of one session
+gets its own too (the name suffixed, the number plus the process's index).
+
+Most tests wait on latency (workers starting, emulated providers), so the suite runs in two
+processes (``-n 2`` in pyproject.toml). The tests that load the machine with worker fleets share
+the group ``FLEET``, so they run one at a time in one process and never load each other.
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ from campaigns.settings import ProviderAccount, Settings, configure
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("HERALD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-PG_DB = os.environ.get("HERALD_TEST_DB", "herald_test")
+_XDIST = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ... under pytest-xdist, else empty
+PG_DB = os.environ.get("HERALD_TEST_DB", "herald_test") + (f"_{_XDIST}" if _XDIST else "")
 REDIS_BASE = os.environ.get("HERALD_TEST_REDIS", "redis://127.0.0.1:6379")
-REDIS_DB = int(os.environ.get("HERALD_TEST_REDIS_DB", "1"))
+REDIS_DB = int(os.environ.get("HERALD_TEST_REDIS_DB", "1")) + int(_XDIST[2:] or 0)
+FLEET = pytest.mark.xdist_group("fleet")
 REQUIRED = os.environ.get("HERALD_REQUIRE_SERVICES") == "1"
 SECRET = "test-secret-not-for-production"
 
@@ -254,4 +261,4 @@ def sqlite_settings(tmp_path):
     configure(previous)
 
 
-__all__ = ["WorkerProcess", "wait_for", "httpx"]
+__all__ = ["FLEET", "WorkerProcess", "wait_for", "httpx"]

@@ -7,11 +7,12 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import FLEET, ROOT
 from worker.bench.probes import PeakRss, percentile
 from worker.bench.recipients import recipients
 
 
+@FLEET
 def test_bench_prints_every_figure_as_a_positive_number(pg_url, redis_url):
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("HERALD_")},
            "HERALD_DATABASE_URL": pg_url, "HERALD_BROKER_URL": redis_url, "HERALD_REDIS_URL": redis_url}

@@ -27,10 +27,12 @@ from campaigns import db, intake
 from campaigns.models import Message
 from campaigns.schema import CampaignSpec
 from campaigns.statuses import FINAL, MessageStatus
-from tests.conftest import WorkerProcess, wait_for
+from tests.conftest import FLEET, WorkerProcess, wait_for
 from worker.cli import demo
 from worker.emulator import Knobs
 from worker.emulator.process import EmulatorProcess, free_port
+
+pytestmark = FLEET
 
 THREADS = ("--pool", "threads", "--concurrency", "8")
 

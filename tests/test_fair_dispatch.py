@@ -22,7 +22,7 @@ from campaigns.aggregate import campaign_report
 from campaigns.models import Campaign
 from campaigns.schema import CampaignSpec
 from campaigns.statuses import MessageStatus
-from tests.conftest import wait_for
+from tests.conftest import FLEET, wait_for
 from tests.test_dispatch_faults import (
     SWEEPING, emulator_counts, herald_env, progressed, rows, statuses, submit, unique_numbers, wait_final,
     workers,  # noqa: F401  (the fixture)
@@ -31,6 +31,8 @@ from worker import queues
 from worker.send import fanout
 from worker.emulator import Knobs
 from worker.emulator.process import EmulatorProcess
+
+pytestmark = FLEET
 
 
 # -- the rule -----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from sqlalchemy import text
 
 import campaigns
 from campaigns import db
-from tests.conftest import wait_for
+from tests.conftest import FLEET, wait_for
 from worker.emulator.process import free_port
 from worker.logs import RedactPersonalData
 
@@ -94,6 +94,7 @@ def _answers(url: str, **kwargs) -> bool:
         return False
 
 
+@FLEET
 def test_no_door_logs_or_shows_a_number_or_the_text(services, refusing_database, start_worker, tmp_path):
     """A campaign through each door (the broker, HTTP, the CLI), each also once with a database
     error that quotes the number and text; then every log (API, worker, beat, Flower, the CLI's

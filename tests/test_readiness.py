@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from tests.conftest import wait_for
+from tests.conftest import FLEET, wait_for
 from worker import queues
 
 
@@ -15,6 +15,7 @@ def _ready(api_server) -> tuple[int, dict]:
     return r.status_code, r.json()
 
 
+@FLEET
 def test_readyz_fails_within_30_s_of_the_last_workers_death_and_recovers(services, api_server, start_worker):
     worker = start_worker("--pool", "threads", "--concurrency", "2", "-Q", ",".join(queues.ALL))
     wait_for(lambda: _ready(api_server)[0] == 200, timeout=30, interval=0.5, message="ready with a worker")

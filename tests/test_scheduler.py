@@ -25,7 +25,7 @@ from campaigns.aggregate import campaign_report
 from campaigns.schema import CampaignSpec
 from scheduler import jobs, release
 from scheduler.periodic import single_flight
-from tests.conftest import ROOT, wait_for
+from tests.conftest import FLEET, ROOT, wait_for
 from worker.send import dispatch, fanout
 
 UTC = timezone.utc
@@ -202,6 +202,7 @@ def test_a_number_whose_zones_never_share_the_window_fails_with_the_reason(servi
 
 # -- acceptance 3 -----------------------------------------------------------------------------
 
+@FLEET
 def test_two_beats_together_do_each_jobs_work_once(
         services, shared_clock, start_worker, start_beat, emulator):
     shared_clock.freeze(MONDAY_0830)
