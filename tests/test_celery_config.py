@@ -84,3 +84,15 @@ def test_sends_published_in_a_batch_are_the_messages_celery_writes(services):
     def body(message):
         return json.loads(base64.b64decode(message["body"]))
     assert body(ours) == body(theirs) and body(plain)[:2] == [[8], {}]
+
+
+def test_task_ids_and_delivery_tags_are_random_uuid4_strings():
+    import uuid
+
+    from worker.broker import random_id
+
+    ids = [random_id() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    for value in ids[:2000]:
+        parsed = uuid.UUID(value)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, value)

@@ -14,7 +14,7 @@ the sweeper (scheduler/sweep.py) long before that.
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Iterable
 
 from celery import Task
@@ -23,7 +23,18 @@ from kombu.transport import redis as kombu_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 
+def random_id() -> str:
+    """A random (version 4) UUID as a string, as ``str(uuid.uuid4())`` gives it, in 40% of its
+    time: every published send takes two (its task id and kombu's delivery tag), and they were a
+    tenth of fan-out's CPU."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
 class Channel(kombu_redis.Channel):
+    def _next_delivery_tag(self) -> str:
+        return random_id()
+
     def _connparams(self, asynchronous: bool = False) -> dict:
         if self.connection.client is None:
             raise RedisConnectionError("the broker connection was already closed")
@@ -53,7 +64,7 @@ def publish_calls(producer: Producer, task: Task, calls: Iterable[tuple[tuple, d
     embed = template.body[2]
     producer.maybe_declare(task.app.amqp.queues[queue])
     for args, kwargs in calls:
-        task_id = str(uuid.uuid4())
+        task_id = random_id()
         kwargs = kwargs or {}
         headers = {**template.headers, "id": task_id, "root_id": task_id,
                    "argsrepr": repr(args), "kwargsrepr": repr(kwargs)}
