@@ -10,7 +10,7 @@ from enum import Enum
 
 import psycopg
 from psycopg.rows import namedtuple_row
-from sqlalchemy import Connection, Engine, create_engine, event, exc
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from campaigns.resources import per_process
@@ -74,30 +74,34 @@ def session() -> Iterator[Session]:
         yield s
 
 
-@contextmanager
-def autocommit() -> Iterator[Connection]:
-    """A Core connection whose every statement commits on its own: for the send path's single
-    statements, which so need neither an ORM session nor BEGIN and COMMIT round trips (each
-    costs the sending thread a wait for the GIL; see `herald bench`)."""
-    with _one_writer(), engine().connect() as conn:
-        yield conn.execution_options(isolation_level="AUTOCOMMIT")
+def first(statement, params: dict):
+    """Run a prebuilt ``statement`` in a transaction of its own; its first row (attributes by
+    column name) or None. For the send path's single statements: no ORM session, no BEGIN and
+    COMMIT round trips (each costs the sending thread a wait for the GIL; see `herald bench`).
 
-
-def first(conn: Connection, statement, params: dict):
-    """Run a prebuilt ``statement`` on ``conn``; its first row (attributes by column name) or None.
-
-    On PostgreSQL the statement, compiled once, runs on psycopg's own cursor: for the two
-    statements of every send, SQLAlchemy's per-execution work cost more than PostgreSQL's own.
+    On PostgreSQL the statement, compiled once, runs on psycopg's own cursor of a pooled
+    connection switched to autocommit for it: SQLAlchemy's per-execution work (a Connection,
+    its isolation level set and reset) cost more than PostgreSQL's own.
     """
-    if conn.dialect.name != "postgresql":
-        result = conn.execute(statement, params)
-        return result.first() if result.returns_rows else None
-    sql, fixed = _compiled(statement, conn.dialect)
-    # A broken connection raises psycopg's own OperationalError here (the send task retries on
-    # it); the pool's reset on return finds it broken and never hands it out again.
-    with conn.connection.driver_connection.cursor(row_factory=namedtuple_row) as cur:
-        cur.execute(sql, {**fixed, **params})
-        return cur.fetchone() if cur.description else None
+    eng = engine()
+    if eng.dialect.name != "postgresql":
+        with _one_writer(), eng.connect() as conn:
+            result = conn.execution_options(isolation_level="AUTOCOMMIT").execute(statement, params)
+            return result.first() if result.returns_rows else None
+    sql, fixed = _compiled(statement, eng.dialect)
+    pooled = eng.raw_connection()
+    driver = pooled.driver_connection
+    try:
+        driver.autocommit = True
+        # A broken connection raises psycopg's own OperationalError here (the send task retries
+        # on it); the pool's reset on return finds it broken and never hands it out again.
+        with driver.cursor(row_factory=namedtuple_row) as cur:
+            cur.execute(sql, {**fixed, **params})
+            return cur.fetchone() if cur.description else None
+    finally:
+        if not driver.closed:  # as the pool's other users expect it; a broken one is discarded
+            driver.autocommit = False
+        pooled.close()
 
 
 @functools.cache

@@ -48,23 +48,20 @@ _RECORD_SENT = (
 def peek(message_id: int):
     """The fields a send needs before it claims (id, campaign_id, phone, body, attempts, region)
     of a due, queued message of a running campaign, or None; nothing is written."""
-    with db.autocommit() as conn:
-        return db.first(conn, _PEEK, {"mid": message_id, "ts": now()})
+    return db.first(_PEEK, {"mid": message_id, "ts": now()})
 
 
 def claim(message_id: int):
     """``queued -> sending`` for a due message of a running campaign: the row (as ``peek``, with
     this attempt counted), or None if someone else has it or it is not due."""
-    with db.autocommit() as conn:
-        return db.first(conn, _CLAIM, {"mid": message_id, "ts": now()})
+    return db.first(_CLAIM, {"mid": message_id, "ts": now()})
 
 
 def record_sent(message_id: int, account: str, provider_message_id: str | None, raw_status: str,
                 cost: Decimal | None) -> None:
     """``sending -> sent`` with the provider's reference: the provider took the message."""
-    with db.autocommit() as conn:
-        db.first(conn, _RECORD_SENT, {"mid": message_id, "account": account, "ref": provider_message_id,
-                                      "raw": raw_status, "price": cost, "ts": now()})
+    db.first(_RECORD_SENT, {"mid": message_id, "account": account, "ref": provider_message_id,
+                            "raw": raw_status, "price": cost, "ts": now()})
 
 
 def _claimed(message_id: int, claimed_at: datetime | None):

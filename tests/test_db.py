@@ -15,8 +15,7 @@ BACKEND_PID = select(func.pg_backend_pid().label("pid"))
 
 
 def backend_pid() -> int:
-    with db.autocommit() as conn:
-        return db.first(conn, BACKEND_PID, {}).pid
+    return db.first(BACKEND_PID, {}).pid
 
 
 def test_a_connection_killed_under_a_statement_is_never_reused(services):
@@ -36,5 +35,4 @@ def test_a_connection_killed_under_a_statement_is_never_reused(services):
 
 
 def test_enum_constants_in_a_prebuilt_statement_reach_postgresql_as_values(services):
-    with db.autocommit() as conn:
-        assert db.first(conn, select(literal(MessageStatus.SENT).label("status")), {}).status == "sent"
+    assert db.first(select(literal(MessageStatus.SENT).label("status")), {}).status == "sent"

@@ -92,10 +92,11 @@ def _json_logs(logger, **_):
 @worker_ready.connect
 def _warm_database(**_):
     # Import the driver and open the first connection before tasks arrive, not in the first send.
+    from sqlalchemy import literal, select
+
     from campaigns import db
 
-    with db.autocommit() as conn:
-        conn.exec_driver_sql("SELECT 1")
+    db.first(select(literal(1)), {})
 
 
 @worker_ready.connect
