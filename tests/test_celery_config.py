@@ -96,3 +96,26 @@ def test_task_ids_and_delivery_tags_are_random_uuid4_strings():
     for value in ids[:2000]:
         parsed = uuid.UUID(value)
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, value)
+
+
+def test_a_reconfigured_app_publishes_to_its_new_broker(services):
+    """Celery keeps its broker pools for the process's life; configure_app must drop them, or a
+    process moved to another broker (and back, as the fault tests do) publishes to the old one."""
+    from campaigns.settings import configure, get_settings
+    from worker.app import app, configure_app
+
+    before = get_settings()
+    home = before.celery_broker
+    other = home.rsplit("/", 1)[0] + "/15"
+
+    def published_to() -> str:
+        with app.producer_or_acquire() as producer:
+            return producer.connection.as_uri()
+
+    assert published_to().endswith(home.rsplit("/", 1)[1])  # the pool exists before the move
+    try:
+        configure_app(configure(before.model_copy(update={"broker_url": other})))
+        assert published_to().endswith("/15")
+    finally:
+        configure_app(configure(before))
+    assert published_to().endswith(home.rsplit("/", 1)[1])

@@ -71,7 +71,14 @@ def configure_app(settings: Settings) -> Celery:
     from campaigns import clock
 
     clock.install(settings.redis_url, settings.clock_key)
+    moved = app.conf.broker_url != settings.celery_broker
     app.conf.update(celery_config(settings))
+    if moved:
+        # Celery holds on to its broker pools for the process's life: let go of them, as it does
+        # after a fork, or this process goes on publishing to the broker it was moved away from.
+        # (kombu keeps each pool, by broker URL, for a move back.)
+        app._pool = None
+        app.amqp._producer_pool = None
     return app
 
 
