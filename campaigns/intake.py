@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator, Sized
@@ -22,6 +23,7 @@ from datetime import datetime
 from decimal import Decimal
 from itertools import islice
 from multiprocessing import get_context
+from types import ModuleType
 from typing import Any
 
 from sqlalchemy import insert, or_, select
@@ -176,11 +178,10 @@ def _prepared(recipients: Iterable[Any], default_region: str | None,
         position += len(chunk)
     if position < in_process:  # the stream ended while small, or no pool is wanted
         return
-    # Never fork this process (it may hold threads and connections): a fork server, which imports
-    # the main module once so that the pool's processes share its pages. As with any
+    # Never fork this process (it may hold threads and connections): a fork server. As with any
     # multiprocessing pool, a script that submits large campaigns needs the __main__ guard.
     context = get_context("forkserver")
-    context.set_forkserver_preload(["__main__", "campaigns.recipients"])
+    context.set_forkserver_preload(["campaigns.recipients", *_main_imports()])
     with ProcessPoolExecutor(processes, mp_context=context) as pool:
         ahead: deque[tuple[int, Future]] = deque()
         try:
@@ -195,6 +196,21 @@ def _prepared(recipients: Iterable[Any], default_region: str | None,
         finally:
             for _, future in ahead:
                 future.cancel()
+
+
+def _main_imports() -> list[str]:
+    """The modules this process's main module takes its names from.
+
+    Each pool process runs the main module again (multiprocessing does, to unpickle what it
+    defines): for ``herald`` or ``uvicorn`` that imports most of the stack, some 60 MB a
+    process. Imported once in the fork server instead, those pages are shared. (Python's own
+    ``"__main__"`` preload never receives the main module's path, so it imports nothing.)
+    """
+    main = sys.modules["__main__"]
+    names = {getattr(value, "__module__", None) or getattr(value, "__name__", None)
+             for value in vars(main).values() if callable(value) or isinstance(value, ModuleType)}
+    return sorted(name for name in names if isinstance(name, str) and name in sys.modules
+                  and name not in ("__main__", "builtins"))
 
 
 def _store_recipients(s: Session, campaign: Campaign, recipients: Iterable[Any], limit: int) -> _Tally:
