@@ -80,7 +80,13 @@ def test_sends_published_in_a_batch_are_the_messages_celery_writes(services):
         assert {k: v for k, v in ours[key].items() if k not in strip} == \
             {k: v for k, v in theirs[key].items() if k not in strip}, key
     assert ours["headers"]["id"] == ours["headers"]["root_id"] == ours["properties"]["correlation_id"]
-    assert ours["properties"]["delivery_info"]["routing_key"] == queue
+    assert ours["properties"]["delivery_info"] == theirs["properties"]["delivery_info"] == \
+        {"exchange": "", "routing_key": queue}
+    assert ours["properties"]["body_encoding"] == theirs["properties"]["body_encoding"]
+    envelope = {"body", "headers", "properties"}
+    assert {k: v for k, v in ours.items() if k not in envelope} == \
+        {k: v for k, v in theirs.items() if k not in envelope} != {}
+    assert len({m["properties"]["delivery_tag"] for m in raw}) == len({m["headers"]["id"] for m in raw}) == 3
     def body(message):
         return json.loads(base64.b64decode(message["body"]))
     assert body(ours) == body(theirs) and body(plain)[:2] == [[8], {}]

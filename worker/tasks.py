@@ -69,8 +69,9 @@ def publish_sends(ids: list[int], queue: str = queues.SEND, token: fanout.Token 
     connection); the send of ``token.carrier`` carries the window's refill token. Sends of one
     campaign name it (``campaign_id``), so the send need not read its row before the claim.
 
-    On Redis the batch pipelines the pushes: one round trip per batch, not per task. Unsupported
-    transports (the embedded broker) publish one by one, as before.
+    On Redis the pushes go in one pipeline: one round trip per batch, not per task (through
+    kombu's batch where Herald does not write the messages itself: rediss://). The embedded
+    broker publishes one by one.
     """
     carrier = token.carrier if token else None
     common = {"campaign": campaign_id} if campaign_id else {}
