@@ -87,18 +87,17 @@ class Message(Base):
     __table_args__ = (
         # With the id: a window's in-flight count and fan-out's next keyset page are range scans.
         Index("ix_messages_campaign_status", "campaign_id", "status", "id"),
-        # Only a sent message has a provider's reference, and only those are looked up by it or
-        # polled: intake's million queued rows stay out of both indexes.
+        # Only a sent message has a provider's reference, and only by one is a message looked up
+        # here: intake's million queued rows stay out of the index.
         Index("ix_messages_provider_ref", "provider", "provider_message_id",
               postgresql_where=text("provider_message_id IS NOT NULL"),
               sqlite_where=text("provider_message_id IS NOT NULL")),
         # Only waiting messages have not_before: the release job scans just those.
         Index("ix_messages_not_before", "not_before", postgresql_where=text("not_before IS NOT NULL"),
               sqlite_where=text("not_before IS NOT NULL")),
-        # The report poller walks sent messages per account, least recently polled first.
-        Index("ix_messages_poll", "status", "provider", "polled_at",
-              postgresql_where=text("provider_message_id IS NOT NULL"),
-              sqlite_where=text("provider_message_id IS NOT NULL")),
+        # The report poller walks sent messages per account, least recently polled first; the
+        # expiry walks sent messages of every account (some providers give no reference).
+        Index("ix_messages_poll", "status", "provider", "polled_at"),
         # The store itself refuses a doubled recipient, whatever intake does.
         UniqueConstraint("campaign_id", "phone", name="uq_messages_campaign_phone"),
     )
