@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlalchemy import select
 
+import worker  # noqa: F401  registers the provider kinds intake checks (campaigns/ports.py)
 from campaigns import db, intake, suppressions
 from campaigns.models import Message
 from campaigns.recipients import InvalidRecipient, normalise
