@@ -64,7 +64,7 @@ def publish_calls(producer: Producer, task: Task, calls: Iterable[tuple[tuple, d
     On this module's Redis transport the messages are kombu's own envelope, written with the
     JSON encoded once per call and every call's push in one pipeline (one round trip): kombu's
     ``Producer.publish`` encodes each message twice and was half of fan-out's time.
-    tests/test_celery_config.py holds both paths to what ``apply_async`` writes.
+    tests/test_celery_config.py holds these messages to what ``apply_async`` writes.
     """
     reply_to = task.app.thread_oid
     template = task.app.amqp.create_task_message(

@@ -3,14 +3,14 @@
 Queued messages have none, and a lookup by reference never asks about them: intake then writes
 one index entry less per recipient.
 
-Revision ID: 17_sent_only_indexes
+Revision ID: 17_partial_provider_ref
 Revises: 16_service_priority
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = "17_sent_only_indexes"
+revision = "17_partial_provider_ref"
 down_revision = "16_service_priority"
 branch_labels = None
 depends_on = None
