@@ -194,6 +194,45 @@ def test_the_token_carrier_sends_a_concurrency_1_campaign_s_next_messages_itself
     assert here == ids[1:4]
 
 
+def test_a_published_send_claims_without_waiting_for_its_refill(services):
+    # A send's claim, once sent to PostgreSQL, commits even if its worker dies meanwhile: had it to
+    # wait for the refill's row locks, a kill in that wait would leave a claimed message never sent.
+    receipt = intake.submit(CampaignSpec.model_validate(
+        {"from": "Herald", "message": "Code 1234", "default_region": "GB"}), unique_numbers(5, seed=31))
+    cid = receipt.campaign_id
+    claimed = []
+
+    def publish(ids, *_):  # a worker takes the first send while the refill is still publishing
+        worker = threading.Thread(target=lambda: claimed.append(messages.claim(ids[0])), daemon=True)
+        worker.start()
+        worker.join(5)
+        assert claimed, "the claim waited for the refill"
+
+    assert fanout.refill(cid, publish, lambda token: None).published == 5
+    assert claimed[0].id == min(int(ref) for ref in rows(cid))
+
+
+def test_a_refill_that_cannot_publish_gives_its_window_back(services):
+    receipt = intake.submit(CampaignSpec.model_validate(
+        {"from": "Herald", "message": "Code 1234", "default_region": "GB"}), unique_numbers(5, seed=37))
+    cid = receipt.campaign_id
+    with db.session() as s:
+        before = s.get(Campaign, uuid.UUID(cid))
+        checkpoint, seq = before.fanout_checkpoint, before.window_seq
+
+    def broker_down(*_):
+        raise ConnectionError("the broker went away")
+
+    with pytest.raises(ConnectionError):
+        fanout.refill(cid, broker_down, lambda token: None)
+    with db.session() as s:
+        after = s.get(Campaign, uuid.UUID(cid))
+        assert (after.fanout_checkpoint, after.window_seq) == (checkpoint, seq)
+    published = []
+    assert fanout.refill(cid, lambda ids, *_: published.extend(ids), lambda token: None).published == 5
+    assert published == sorted(int(ref) for ref in rows(cid))
+
+
 # -- fair share and priority ---------------------------------------------------------------
 
 def test_a_concurrency_1_campaign_follows_on_instead_of_queueing_behind_a_large_one(services, workers):

@@ -11,7 +11,8 @@ Exactly one token is live per campaign: it carries the campaign's ``window_seq``
 refill bumps under the campaign row's lock, so a redelivered, duplicated or superseded token
 finds a newer number and does nothing. A refill without a token (the campaign starts, resumes,
 or the sweeper restarts a chain whose token was lost) takes over from whatever chain was live.
-A crash after publishing and before the commit republishes those sends; the claim dedups them.
+The window's advance is committed before its sends are published (see ``refill``); a crash in
+between leaves them to the sweeper, a duplicate publish to the claim.
 
 A campaign held back by its own ``concurrency`` *follows on* (``follow_on``): the send carrying its
 token, once it has freed its slot, sends the next message itself, in its own thread, rather than
@@ -128,15 +129,32 @@ def refill(campaign_id: str, publish: Publish, schedule: Callable[[Token], None]
                           0.0 if carrier else (cooling or RECHECK_S))
         wait = (pacing.COOLDOWN if cooling else window.bound_by) if more else (
             pacing.SEND_WINDOW if _held(s, cid) else None)
-        # Published before the commit: a crash here republishes, and the claim dedups.
+        before = (campaign.fanout_checkpoint, campaign.window_seq)
+        s.execute(update(Campaign).where(Campaign.id == cid).values(
+            fanout_checkpoint=checkpoint, fanout_at=now(), window_seq=campaign.window_seq + 1,
+            window_size=window.size, window_wait=wait))
+    # Published after the commit: until then this transaction holds the rows it took, and a send
+    # of one would wait for the lock inside its claim, its claim already sent: a worker killed
+    # then leaves a claimed message it never sent. A refill that cannot publish gives the window
+    # back; one killed here leaves stamped messages the sweeper republishes.
+    try:
         if published:
             publish(published, queue, token, campaign_id)
         if token and token.carrier is None:
             schedule(token)
-        s.execute(update(Campaign).where(Campaign.id == cid).values(
-            fanout_checkpoint=checkpoint, fanout_at=now(), window_seq=campaign.window_seq + 1,
-            window_size=window.size, window_wait=wait))
+    except BaseException:
+        _give_back(cid, *before)
+        raise
     return Refilled(len(published), queue, here, token)
+
+
+def _give_back(cid: uuid.UUID, checkpoint: int, seq: int) -> None:
+    """Undo a refill whose sends did not all reach the broker, unless another refill came since:
+    its messages are past the checkpoint again, for the next refill (any that did reach the broker
+    are deduplicated by the claim)."""
+    with db.session() as s:
+        s.execute(update(Campaign).where(Campaign.id == cid, Campaign.window_seq == seq + 1)
+                  .values(fanout_checkpoint=checkpoint, window_seq=seq))
 
 
 def follow_on(campaign_id: str, seq: int, publish: Publish, schedule: Callable[[Token], None],
