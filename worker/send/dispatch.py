@@ -118,7 +118,8 @@ def send(message_id: int, campaign_id: str | None = None) -> Outcome:
     except Ambiguous as exc:
         # The provider may have it: never resend blindly. The task asks shortly (worker/send/settle.py).
         messages.note(row.id, str(exc), provider=account)
-        log.warning("ambiguous send left for resolution", extra=extra)
+        # The reason is Herald's own words (worker/providers/base.py): which transport failure.
+        log.warning("ambiguous send left for resolution", extra={**extra, "reason": str(exc)})
         return Outcome(MessageStatus.SENDING)
     except (Retryable, RateLimited, ProviderUnavailable) as exc:
         _account_failed(account, row.region, exc)
