@@ -371,7 +371,8 @@ def test_kills_and_restarts_of_redis_and_postgres_lose_at_most_two(services, wor
     unknown = [ref for ref, st in final.items() if st == MessageStatus.UNKNOWN]
     with capsys.disabled():
         print(f"\n[faults] {n} recipients, faults {faults} at {points}: {dict(Counter(final.values()))}; "
-              f"lost {len(lost)}, unknown {len(unknown)}, doubled {len(doubled)}; completed {took:.1f} s "
+              f"lost {len(lost)}, unknown {len(unknown)} ({sorted(set(lost) | set(unknown), key=int)}), "
+              f"doubled {len(doubled)}; completed {took:.1f} s "
               f"after the last fault; API answers {dict(watch.codes)}")
     assert not doubled, f"sent more than once: {doubled}"
     assert len(set(lost) | set(unknown)) <= 2
