@@ -106,10 +106,11 @@ def refill(campaign_id: str, publish: Publish, schedule: Callable[[Token], None]
             return Refilled(0)  # an older chain's token: the live one is elsewhere
         window = window_for(campaign, settings)
         queue = queues.send_queue(campaign.priority)
-        room = window.size - pacing.in_flight(s, cid, campaign.fanout_checkpoint)
+        start = checkpoint = campaign.fanout_checkpoint
+        live = campaign.window_seq + 1  # this refill's number, and its token's
+        room = window.size - pacing.in_flight(s, cid, start)
         cooling = _cooldown(campaign, settings)
         published: list[int] = []
-        checkpoint = campaign.fanout_checkpoint
         while room > 0 and not cooling:
             ids = messages.take_for_window(s, cid, checkpoint, room)
             if not ids:
@@ -125,13 +126,12 @@ def refill(campaign_id: str, publish: Publish, schedule: Callable[[Token], None]
         token = None
         if more:
             carrier = here if here is not None else published[len(published) // 2] if published else None
-            token = Token(campaign_id, campaign.window_seq + 1, queue, carrier,
+            token = Token(campaign_id, live, queue, carrier,
                           0.0 if carrier else (cooling or RECHECK_S))
         wait = (pacing.COOLDOWN if cooling else window.bound_by) if more else (
             pacing.SEND_WINDOW if _held(s, cid) else None)
-        before = (campaign.fanout_checkpoint, campaign.window_seq)
         s.execute(update(Campaign).where(Campaign.id == cid).values(
-            fanout_checkpoint=checkpoint, fanout_at=now(), window_seq=campaign.window_seq + 1,
+            fanout_checkpoint=checkpoint, fanout_at=now(), window_seq=live,
             window_size=window.size, window_wait=wait))
     # Published after the commit: until then this transaction holds the rows it took, and a send
     # of one would wait for the lock inside its claim, its claim already sent: a worker killed
@@ -143,18 +143,19 @@ def refill(campaign_id: str, publish: Publish, schedule: Callable[[Token], None]
         if token and token.carrier is None:
             schedule(token)
     except BaseException:
-        _give_back(cid, *before)
+        _give_back(cid, start, live)
         raise
     return Refilled(len(published), queue, here, token)
 
 
 def _give_back(cid: uuid.UUID, checkpoint: int, seq: int) -> None:
-    """Undo a refill whose sends did not all reach the broker, unless another refill came since:
-    its messages are past the checkpoint again, for the next refill (any that did reach the broker
-    are deduplicated by the claim)."""
+    """A refill (``seq``) whose sends did not all reach the broker puts its messages past the
+    checkpoint again, for the next refill, unless another refill came since. Its token stays
+    live: if the carrier reached the broker it goes on, else the sweeper restarts the chain. Any
+    send that did reach the broker twice is deduplicated by the claim."""
     with db.session() as s:
-        s.execute(update(Campaign).where(Campaign.id == cid, Campaign.window_seq == seq + 1)
-                  .values(fanout_checkpoint=checkpoint, window_seq=seq))
+        s.execute(update(Campaign).where(Campaign.id == cid, Campaign.window_seq == seq)
+                  .values(fanout_checkpoint=checkpoint))
 
 
 def follow_on(campaign_id: str, seq: int, publish: Publish, schedule: Callable[[Token], None],
