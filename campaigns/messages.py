@@ -34,6 +34,8 @@ _CLAIM = (
     .values(status=MessageStatus.SENDING, claimed_at=bindparam("ts"), attempts=Message.attempts + 1)
     .returning(*_SEND_FIELDS)
 )
+_OWN_CLAIM = select(*_SEND_FIELDS).where(Message.id == bindparam("mid"), _sending,
+                                         Message.claimed_at == bindparam("ts"))
 # A report may already have moved the row past `sent`; the reference is recorded anyway.
 _RECORD_SENT = (
     update(Message).where(Message.id == bindparam("mid"))
@@ -51,10 +53,16 @@ def peek(message_id: int):
     return db.first(_PEEK, {"mid": message_id, "ts": now()})
 
 
-def claim(message_id: int):
+def claim(message_id: int, ts: datetime | None = None):
     """``queued -> sending`` for a due message of a running campaign: the row (as ``peek``, with
-    this attempt counted), or None if someone else has it or it is not due."""
-    return db.first(_CLAIM, {"mid": message_id, "ts": now()})
+    this attempt counted), or None if someone else has it or it is not due. ``ts`` (default now)
+    is stamped as ``claimed_at``: what ``own_claim`` knows this claim by."""
+    return db.first(_CLAIM, {"mid": message_id, "ts": ts or now()})
+
+
+def own_claim(message_id: int, ts: datetime):
+    """The row (as ``claim``) if it is still ``sending`` under the claim stamped ``ts``, or None."""
+    return db.first(_OWN_CLAIM, {"mid": message_id, "ts": ts})
 
 
 def record_sent(message_id: int, account: str, provider_message_id: str | None, raw_status: str,

@@ -71,6 +71,20 @@ def row(message_id: int) -> Message:
         return s.get(Message, message_id)
 
 
+def test_a_claim_whose_answer_was_lost_is_found_by_its_own_stamp(campaign):
+    # What a send whose claim lost its connection asks once the database is back: its claim made
+    # again, or found as its own (committed, the answer lost), never another delivery's.
+    _, ids = campaign
+    ts = clock.now()
+    assert messages.claim(ids[0], ts) is not None
+    assert messages.claim(ids[0], ts) is None  # claimed: the claim is not made twice
+    assert messages.own_claim(ids[0], ts).id == ids[0]
+    assert messages.own_claim(ids[0], ts + timedelta(microseconds=1)) is None  # another claim's
+    assert messages.own_claim(ids[1], ts) is None  # still queued: to be claimed, not found
+    messages.record_sent(ids[0], "tiko", "p1", "sent", None)
+    assert messages.own_claim(ids[0], ts) is None  # sent: nothing left to send
+
+
 def test_a_stale_claim_nobody_can_check_becomes_unknown(campaign):
     _, ids = campaign
     assert messages.claim(ids[0]) is not None

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from campaigns import db, messages, windows
+from campaigns.clock import now
 from campaigns.errors import (
     Ambiguous, NoRoute, Permanent, ProviderError, ProviderUnavailable, RateLimited, Retryable,
 )
@@ -104,7 +105,7 @@ def send(message_id: int, campaign_id: str | None = None) -> Outcome:
     try:
         if decision.wait:
             time.sleep(decision.wait)  # a rate slot reserved a moment ahead
-        row = messages.claim(message_id)
+        row = _claim(message_id)
         if row is None:  # another delivery of the task has it, or it was paused meanwhile
             return Outcome("skipped")
         outgoing = Outgoing(reference=str(row.id), to=row.phone, body=row.body or info.template,
@@ -133,6 +134,18 @@ def send(message_id: int, campaign_id: str | None = None) -> Outcome:
 
 
 RECORD_PATIENCE_S = 60.0
+
+
+def _claim(message_id: int):
+    """The claim, made once. A claim whose answer was lost with its connection (PostgreSQL
+    restarting) may have committed: a retry of the task would then find the row claimed and leave
+    it to the stale-claim policy, though only this attempt could have sent it and it did not. So
+    the database is waited out here, and the claim made again or found as this one's own."""
+    ts = now()
+    try:
+        return messages.claim(message_id, ts)
+    except db.CONNECTION_ERRORS:
+        return _outlast_the_database(lambda: messages.claim(message_id, ts) or messages.own_claim(message_id, ts))
 
 
 def _outlast_the_database(write, *args) -> None:
