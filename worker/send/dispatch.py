@@ -140,18 +140,19 @@ def _claim(message_id: int):
     """The claim, made once. A claim whose answer was lost with its connection (PostgreSQL
     restarting) may have committed: a retry of the task would then find the row claimed and leave
     it to the stale-claim policy, though only this attempt could have sent it and it did not. So
-    the database is waited out here, and the claim made again or found as this one's own."""
+    the database is waited out here, and the claim found as this one's own or made anew."""
     ts = now()
     try:
         return messages.claim(message_id, ts)
     except db.CONNECTION_ERRORS:
-        return _outlast_the_database(lambda: messages.claim(message_id, ts) or messages.own_claim(message_id, ts))
+        return _outlast_the_database(lambda: messages.own_claim(message_id, ts) or messages.claim(message_id))
 
 
-def _outlast_the_database(write, *args) -> None:
-    """The provider took the message and only this process knows: a lost database connection
-    (PostgreSQL restarting) is waited out here, up to RECORD_PATIENCE_S, not handed to a task
-    retry that would find the row claimed and leave it for the stale-claim policy."""
+def _outlast_the_database(write, *args):
+    """``write(*args)`` for what only this process knows (the provider took the message, or its
+    claim may have committed): a lost database connection (PostgreSQL restarting) is waited out
+    here, up to RECORD_PATIENCE_S, not handed to a task retry that would find the row claimed and
+    leave it for the stale-claim policy."""
     deadline, pause = time.monotonic() + RECORD_PATIENCE_S, 0.25
     while True:
         try:
