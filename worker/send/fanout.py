@@ -106,7 +106,7 @@ def refill(campaign_id: str, publish: Publish, schedule: Callable[[Token], None]
             return Refilled(0)  # an older chain's token: the live one is elsewhere
         window = window_for(campaign, settings)
         queue = queues.send_queue(campaign.priority)
-        start = checkpoint = campaign.fanout_checkpoint
+        start = checkpoint = campaign.fanout_checkpoint  # kept: the UPDATE below refreshes `campaign`
         live = campaign.window_seq + 1  # this refill's number, and its token's
         room = window.size - pacing.in_flight(s, cid, start)
         cooling = _cooldown(campaign, settings)
