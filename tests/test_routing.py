@@ -95,3 +95,24 @@ def test_a_cooldown_is_never_shortened(settings):
     cooldown.hold("tiko", 5)
     cooldown.hold("tiko", 1)
     assert 4 < cooldown.remaining("tiko") <= 5
+
+
+def test_a_cooldown_held_by_another_process_is_seen_within_its_reuse_time(settings, redis_url):
+    import time
+
+    import redis as redis_lib
+
+    configure(settings.model_copy(update={"redis_url": redis_url}))
+    cooldown.reset()
+    redis_lib.Redis.from_url(redis_url).delete(cooldown._key("cooldown", "tiko"))
+    assert cooldown.remaining("tiko") == 0  # asked once: the answer is reused for SEEN_FOR_S
+    # Another worker's 429 lands in Redis, not in this process.
+    redis_lib.Redis.from_url(redis_url).set(cooldown._key("cooldown", "tiko"), 1, px=3000)
+    started = time.monotonic()
+    while cooldown.remaining("tiko") == 0:
+        time.sleep(0.005)
+    assert time.monotonic() - started <= cooldown.SEEN_FOR_S + 0.05
+    assert 2 < cooldown.remaining("tiko") <= 3
+    cooldown.hold("mob", 4)  # held here: no wait for the reuse time
+    assert 3 < cooldown.remaining("mob") <= 4
+    redis_lib.Redis.from_url(redis_url).delete(*(cooldown._key("cooldown", a) for a in ("tiko", "mob")))

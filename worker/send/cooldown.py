@@ -1,6 +1,8 @@
 """Per-account waits shared by every worker process, kept in Redis (in-process when embedded).
 
 - cooldown: after a 429, no request goes to that account until its ``Retry-After`` has passed.
+  Every send asks, so a process reuses each answer for ``SEEN_FOR_S``: a hold taken here counts
+  at once, one taken by another process counts here within ``SEEN_FOR_S``.
 - circuit breaker: credentials/permission/credit refusals open an account's circuit at once;
   5xx and connection failures open it after ``FAILURES_TO_OPEN`` within ``FAILURE_WINDOW_S``.
   While open (``OPEN_S``), routing sends through the route's next account; then it closes.
@@ -24,6 +26,9 @@ OPEN_S = 30.0
 NO_ROUTE_S = 600.0
 PREFIX = "herald:acct"
 UNREACHABLE_WAIT_S = 1.0
+# How long an answer to "does this account cool down?" is reused. At ~200 sends/s per process,
+# 50 ms saves nine Redis round trips in ten, as dear as the claim's (see `herald bench`).
+SEEN_FOR_S = 0.05
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +113,7 @@ class _Redis:
 
 
 _failed_here: set[str] = set()  # accounts this process saw fail since their last success
+_seen: dict[str, tuple[float, float]] = {}  # account -> (answer reused until, cooling until), monotonic
 
 
 @per_process
@@ -126,10 +132,19 @@ def _key(kind: str, account: str, region: str = "") -> str:
 def hold(account: str, seconds: float) -> None:
     """No request to ``account`` for ``seconds`` (a 429's Retry-After), from any worker."""
     _backend().hold(_key("cooldown", account), seconds)
+    t = time.monotonic()
+    _seen[account] = (t + SEEN_FOR_S, max(_seen.get(account, (0.0, 0.0))[1], t + seconds))
 
 
 def remaining(account: str) -> float:
-    return _backend().remaining([_key("cooldown", account)])[0]
+    """Seconds ``account`` still cools down (0: send), as this process last saw it."""
+    t = time.monotonic()
+    fresh_until, cooling_until = _seen.get(account, (0.0, 0.0))
+    if t < fresh_until:
+        return max(cooling_until - t, 0.0)
+    left = _backend().remaining([_key("cooldown", account)])[0]
+    _seen[account] = (t + SEEN_FOR_S, t + left)
+    return left
 
 
 def trip(account: str) -> None:
@@ -171,3 +186,4 @@ def reset() -> None:
     """Forget the process's store (tests switch settings)."""
     _store.forget()
     _failed_here.clear()
+    _seen.clear()
