@@ -118,6 +118,78 @@ def _compiled(statement, dialect) -> tuple[str, dict]:
 CONNECTION_ERRORS = (exc.OperationalError, exc.InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
 
 
+class GroupCommit:
+    """One statement for the rows of many threads: ``write_many(rows)`` runs for the rows that
+    arrived while the previous batch was being written, so a batch grows with the load and a lone
+    caller waits for nobody. A caller returns once its own row has committed, or raises what the
+    write raised. A batch failing for any reason but the connection is written row by row, so a
+    bad row fails only its own caller. No thread of its own: the caller that finds no write
+    running writes, then hands the next batch to one of its callers."""
+
+    MAX_BATCH = 200
+
+    def __init__(self, write_many):
+        self.write_many = write_many
+        self._lock = threading.Lock()
+        self._pending: list[_Slot] = []
+        self._busy = False
+
+    def __call__(self, row) -> None:
+        slot = _Slot(row)
+        with self._lock:
+            self._pending.append(slot)
+            leads, self._busy = not self._busy, True
+        if not leads:
+            slot.woken.wait()  # written, or handed the next batch
+        if not slot.written:
+            self._write_next()
+        if slot.error is not None:
+            raise slot.error
+
+    def _write_next(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending[:self.MAX_BATCH], self._pending[self.MAX_BATCH:]
+        try:
+            self._write(batch)
+        finally:
+            with self._lock:
+                if self._pending:
+                    self._pending[0].woken.set()  # it leads the next batch (its own is in it)
+                else:
+                    self._busy = False
+
+    def _write(self, batch: list[_Slot]) -> None:
+        try:
+            self.write_many([slot.row for slot in batch])
+        except CONNECTION_ERRORS as exc:
+            for slot in batch:
+                slot.error = exc
+        except Exception as exc:  # noqa: BLE001 - each row is tried alone, so each caller hears its own
+            for slot in batch:
+                slot.error = exc  # until its own write succeeds
+            for slot in batch:
+                try:
+                    self.write_many([slot.row])
+                    slot.error = None
+                except Exception as own:  # noqa: BLE001 - raised in that caller
+                    slot.error = own
+        except BaseException as exc:  # the thread is stopping: nobody's row was written
+            for slot in batch:
+                slot.error = exc
+            raise
+        finally:
+            for slot in batch:
+                slot.written = True
+                slot.woken.set()
+
+
+class _Slot:
+    __slots__ = ("row", "error", "written", "woken")
+
+    def __init__(self, row):
+        self.row, self.error, self.written, self.woken = row, None, False, threading.Event()
+
+
 def retry_once(fn, *args):
     """``fn(*args)``, and once more after a lost connection: after a PostgreSQL restart the first
     statement meets a dead pooled connection, and its failure discards the pool's dead ones."""
