@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import bindparam, case, func, or_, select, text, update
+from sqlalchemy import bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from campaigns import db
@@ -70,30 +70,6 @@ def record_sent(message_id: int, account: str, provider_message_id: str | None, 
     """``sending -> sent`` with the provider's reference: the provider took the message."""
     db.first(_RECORD_SENT, {"mid": message_id, "account": account, "ref": provider_message_id,
                             "raw": raw_status, "price": cost, "ts": now()})
-
-
-# The same change for many sends in one statement (the send path's group commit, PostgreSQL):
-# one array per column, so the statement's text is the same whatever the batch's size.
-_RECORD_SENT_MANY = text(f"""
-UPDATE messages AS m SET
-  status = CASE WHEN m.status = '{MessageStatus.SENDING.value}' THEN '{MessageStatus.SENT.value}' ELSE m.status END,
-  provider = v.account, provider_message_id = v.ref,
-  raw_status = CASE WHEN m.status = '{MessageStatus.SENDING.value}' THEN v.raw ELSE m.raw_status END,
-  cost = coalesce(m.cost, v.price), sent_at = :ts, error = NULL
-FROM unnest(CAST(:mids AS BIGINT[]), CAST(:accounts AS TEXT[]), CAST(:refs AS TEXT[]),
-            CAST(:raws AS TEXT[]), CAST(:prices AS NUMERIC[])) AS v(mid, account, ref, raw, price)
-WHERE m.id = v.mid""")
-
-
-def record_sent_many(sends: list[tuple]) -> None:
-    """``record_sent`` for each of ``sends`` (its arguments as a tuple), in one transaction."""
-    if not db.is_postgres():
-        for send in sends:
-            record_sent(*send)
-        return
-    mids, accounts, refs, raws, prices = (list(column) for column in zip(*sends))
-    db.first(_RECORD_SENT_MANY, {"mids": mids, "accounts": accounts, "refs": refs, "raws": raws,
-                                 "prices": prices, "ts": now()})
 
 
 def _claimed(message_id: int, claimed_at: datetime | None):

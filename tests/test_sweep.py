@@ -85,31 +85,6 @@ def test_a_claim_whose_answer_was_lost_is_found_by_its_own_stamp(campaign):
     assert messages.own_claim(ids[0], ts) is None  # sent: nothing left to send
 
 
-def test_sends_recorded_together_are_recorded_as_one_by_one(campaign):
-    # The send path's group commit: the same outcome as record_sent, row by row.
-    from decimal import Decimal
-
-    from campaigns.reports import apply_report
-
-    _, ids = campaign
-    for mid in ids[:3]:
-        assert messages.claim(mid) is not None
-    with db.session() as s:  # the report came first: the row stays delivered, its reference is kept
-        apply_report(s, "tiko", StatusReport("DELIVRD", MessageStatus.DELIVERED, message_id=ids[2],
-                                             cost=Decimal("0.07")), {"status": "DELIVRD"})
-    messages.record_sent_many([(ids[0], "tiko", "p0", "ACCEPTED", Decimal("0.05")),
-                               (ids[1], "mob", None, "queued", None),
-                               (ids[2], "tiko", "p2", "ACCEPTED", Decimal("0.05"))])
-    first, second, third, untouched = (row(mid) for mid in ids)
-    assert (first.status, first.provider, first.provider_message_id, first.raw_status, first.cost) == \
-        (MessageStatus.SENT, "tiko", "p0", "ACCEPTED", Decimal("0.05"))
-    assert (second.status, second.provider, second.provider_message_id, second.cost) == \
-        (MessageStatus.SENT, "mob", None, None)
-    assert first.sent_at is not None and first.error is None
-    assert (third.status, third.provider_message_id, third.cost) == (MessageStatus.DELIVERED, "p2", Decimal("0.07"))
-    assert untouched.status == MessageStatus.QUEUED and untouched.sent_at is None
-
-
 def test_a_stale_claim_nobody_can_check_becomes_unknown(campaign):
     _, ids = campaign
     assert messages.claim(ids[0]) is not None

@@ -128,15 +128,12 @@ def send(message_id: int, campaign_id: str | None = None) -> Outcome:
     finally:
         throttle.release(decision)  # also the lease of a claim that was lost
     cooldown.success(account)
-    _outlast_the_database(_record_sent, (row.id, account, accepted.provider_message_id,
-                                         accepted.raw_status, accepted.cost))
+    _outlast_the_database(messages.record_sent, row.id, account, accepted.provider_message_id,
+                          accepted.raw_status, accepted.cost)
     return Outcome(MessageStatus.SENT)
 
 
 RECORD_PATIENCE_S = 60.0
-# The sends of this process's threads that finish together are recorded in one statement: a
-# statement and a commit per send cost the worker and PostgreSQL more than the send's claim.
-_record_sent = db.GroupCommit(messages.record_sent_many)
 
 
 def _claim(message_id: int):
