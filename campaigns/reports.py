@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import bindparam, exists, func, insert, literal_column, or_, select, update
 from sqlalchemy.orm import Session
 
 from campaigns import callbacks, clock
@@ -90,7 +90,10 @@ def _advance(status: MessageStatus):
     }
     if status in FINAL:
         values["final_at"] = bindparam("b_final_at", type_=t.c.final_at.type)
-    return (update(t).where(t.c.id == bindparam("mid"), t.c.status.in_(_reportable_below(status)),
+    # The statuses are written into the SQL: an IN over a bound list is expanded again at every
+    # execution, a tenth of the webhook server's CPU (py-spy, `herald bench --profile`).
+    below = [literal_column(f"'{st}'") for st in _reportable_below(status)]
+    return (update(t).where(t.c.id == bindparam("mid"), t.c.status.in_(below),
                             or_(t.c.provider == bindparam("b_provider"), t.c.provider.is_(None)))
             .values(**values).returning(t.c.campaign_id, t.c.callback_url))
 
