@@ -109,9 +109,9 @@ def test_a_cooldown_held_by_another_process_is_seen_within_its_reuse_time(settin
     # Another worker's 429 lands in Redis, not in this process.
     redis_lib.Redis.from_url(redis_url).set(cooldown._key("cooldown", "tiko"), 1, px=3000)
     started = time.monotonic()
-    while cooldown.remaining("tiko") == 0:
+    while cooldown.remaining("tiko") == 0 and time.monotonic() - started < 2:
         time.sleep(0.005)
-    assert time.monotonic() - started <= cooldown.SEEN_FOR_S + 0.05
+    assert time.monotonic() - started <= cooldown.SEEN_FOR_S + 0.2, "another process's hold never seen"
     assert 2 < cooldown.remaining("tiko") <= 3
     cooldown.hold("mob", 4)  # held here: no wait for the reuse time
     assert 3 < cooldown.remaining("mob") <= 4
