@@ -310,8 +310,8 @@ class _Bench:
         from the release to the last answered push: (rate, elapsed)."""
         goal = self.emulator_stats()["reports_pushed"] + n
         started = time.time()
-        httpx.post(f"{self.emulator.url}/_emulator/release", params={"keep": keep, **({"to": to} if to else {})},
-                   timeout=30).raise_for_status()
+        self.emulator.http.post("/_emulator/release", params={"keep": keep, **({"to": to} if to else {})}
+                                ).raise_for_status()
         where = f"the bare receiver (log in {self.logdir})" if to else f"herald api (log in {self.logdir})"
         _wait_progressing(lambda: self.emulator_stats()["reports_pushed"], goal, self.opts.timeout_s,
                           f"{n} delivery reports pushed to {where}")
@@ -398,7 +398,7 @@ class _Bench:
         return round(n / elapsed, 1), round(elapsed, 3), peak
 
     def emulator_stats(self) -> dict:
-        return httpx.get(f"{self.emulator.url}/_emulator/stats", timeout=30).json()
+        return self.emulator.stats()
 
     # -- the broker ------------------------------------------------------------------------
     def _claim_broker(self) -> None:
