@@ -1,6 +1,7 @@
 """The baselines: for each stage, the same work with none of Herald's in it.
 
-- dispatch: a bare Celery task that only makes the provider HTTP call a Herald send makes. Workers
+- dispatch: a bare Celery task that only makes the provider HTTP call a Herald send makes, callback
+  URL included (the emulator then does the same work for either). Workers
   load it with ``--include worker.bench.baseline``; it goes through the same adapter to the same
   emulator, but touches no database. Tasks carry an index only; the number is a fixed valid one.
 - fan-out: kombu publishing id-only messages in the same batches, with no database reads.
@@ -12,6 +13,9 @@ A stage's rate over its baseline's is what Herald's own work costs.
 
 from __future__ import annotations
 
+import functools
+
+from campaigns.signing import webhook_url
 from worker.app import app
 from worker.providers import Outgoing, get_provider
 
@@ -21,11 +25,19 @@ ACCOUNT = "bench"
 SENDER = "Herald"
 BODY = "Your Herald benchmark code is 1234."
 NUMBER = "+447400123456"
+CAMPAIGN = "00000000-0000-4000-8000-000000000000"  # names no campaign: its reports are dropped unsent
+
+
+@functools.cache
+def _callback_url() -> str:
+    # A script that wants delivery reports passes a callback URL too; built once, as it would be.
+    return webhook_url(ACCOUNT, CAMPAIGN)
 
 
 @app.task(name="herald.bench.bare_send")
 def bare_send(index: int) -> None:
-    get_provider(ACCOUNT).send(Outgoing(reference=f"baseline-{index}", to=NUMBER, body=BODY, sender=SENDER))
+    get_provider(ACCOUNT).send(Outgoing(reference=f"baseline-{index}", to=NUMBER, body=BODY, sender=SENDER,
+                                        callback_url=_callback_url()))
 
 
 def bare_publish(ids: list[int]) -> None:

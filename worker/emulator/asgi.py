@@ -64,6 +64,11 @@ def create_app(emulator: Emulator | None = None) -> FastAPI:
     async def release(to: str | None = None, keep: bool = False) -> dict:
         return {"released": await emulator.release(to, keep)}
 
+    @app.delete("/_emulator/held")
+    def drop_held() -> dict:
+        dropped, emulator.held = len(emulator.held), []
+        return {"dropped": dropped}
+
     @app.put("/_emulator/knobs")
     def set_knobs(knobs: Knobs) -> Knobs:
         emulator.knobs = knobs

@@ -51,6 +51,10 @@ class EmulatorProcess:
     def stats(self) -> dict:
         return self.http.get("/_emulator/stats").json()
 
+    def drop_held(self) -> int:
+        """Forget the reports held back (``hold_reports``) without pushing them."""
+        return self.http.delete("/_emulator/held").json()["dropped"]
+
     def set_knobs(self, knobs: Knobs) -> None:
         self.knobs = knobs
         self.http.put("/_emulator/knobs", content=knobs.model_dump_json(),
