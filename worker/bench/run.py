@@ -286,7 +286,7 @@ class _Bench:
         bare_rate, _ = self._push_reports(self.bare_url, accepted, keep=True)
         cid = uuid.UUID(campaign_id)
         rss = PeakRss(lambda: process_tree(self.api.pid)).reset()
-        pushed_before = self.emulator_stats()["reports_pushed"]
+        pushed_before = self.emulator.stats()["reports_pushed"]
 
         def completed() -> bool:
             with db.session() as s:
@@ -311,14 +311,14 @@ class _Bench:
     def _push_reports(self, to: str | None, n: int, keep: bool) -> tuple[float, float]:
         """Have the emulator push its ``n`` held reports (to ``to`` instead, if given) and time them
         from the release to the last answered push: (rate, elapsed)."""
-        goal = self.emulator_stats()["reports_pushed"] + n
+        goal = self.emulator.stats()["reports_pushed"] + n
         started = time.time()
         self.emulator.http.post("/_emulator/release", params={"keep": keep, **({"to": to} if to else {})}
                                 ).raise_for_status()
         where = f"the bare receiver (log in {self.logdir})" if to else f"herald api (log in {self.logdir})"
-        _wait_progressing(lambda: self.emulator_stats()["reports_pushed"], goal, self.opts.timeout_s,
+        _wait_progressing(lambda: self.emulator.stats()["reports_pushed"], goal, self.opts.timeout_s,
                           f"{n} delivery reports pushed to {where}")
-        stats = self.emulator_stats()
+        stats = self.emulator.stats()
         if stats["reports_failed"]:
             raise RuntimeError(f"{stats['reports_failed']} report pushes failed ({where})")
         elapsed = stats["last_pushed_at"] - started
@@ -384,13 +384,13 @@ class _Bench:
         """
         from worker.app import app
 
-        before = self.emulator_stats()
+        before = self.emulator.stats()
         pids = [pid for w in self.workers for pid in process_tree(w.pid)]
         rss = PeakRss(lambda: pids).reset()
         with profiled(self.opts.profile_dir, queue, pids):
             app.control.add_consumer(queue, destination=self.hostnames, reply=True, timeout=10)
             goal = before["accepted"] + n
-            _wait_progressing(lambda: self.emulator_stats()["accepted"], goal, self.opts.timeout_s,
+            _wait_progressing(lambda: self.emulator.stats()["accepted"], goal, self.opts.timeout_s,
                               f"{n} sends from queue {queue} (worker logs in {self.logdir})")
         peak = rss.mb()
         app.control.cancel_consumer(queue, destination=self.hostnames, reply=True, timeout=10)
@@ -399,9 +399,6 @@ class _Bench:
         last = max(r["accepted_at"] for r in snap["records"][before["accepted"]:])
         elapsed = last - first
         return round(n / elapsed, 1), round(elapsed, 3), peak
-
-    def emulator_stats(self) -> dict:
-        return self.emulator.stats()
 
     # -- the broker ------------------------------------------------------------------------
     def _claim_broker(self) -> None:

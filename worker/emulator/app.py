@@ -264,6 +264,11 @@ class Emulator:
             pool.submit(pusher)
         return len(held)
 
+    def drop_held(self) -> int:
+        """Forget every held report unpushed; returns how many were held."""
+        dropped, self.held = len(self.held), []
+        return dropped
+
     def stats(self) -> dict:
         return {"accepted": len(self.records), "requests": len(self.requests), "held": len(self.held),
                 "reports_pushed": self.reports_pushed, "reports_failed": self.reports_failed,

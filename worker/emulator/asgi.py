@@ -66,8 +66,7 @@ def create_app(emulator: Emulator | None = None) -> FastAPI:
 
     @app.delete("/_emulator/held")
     def drop_held() -> dict:
-        dropped, emulator.held = len(emulator.held), []
-        return {"dropped": dropped}
+        return {"dropped": emulator.drop_held()}
 
     @app.put("/_emulator/knobs")
     def set_knobs(knobs: Knobs) -> Knobs:
