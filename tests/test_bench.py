@@ -38,6 +38,23 @@ def test_bench_prints_every_figure_as_a_positive_number(pg_url, redis_url):
     assert results["dispatch"]["messages"] == results["reports"]["reports"] == intake["accepted"]
 
 
+@FLEET
+def test_fairness_stage_prints_each_small_campaign_and_the_large_ones_ratio(pg_url, redis_url):
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("HERALD_")},
+           "HERALD_DATABASE_URL": pg_url, "HERALD_BROKER_URL": redis_url, "HERALD_REDIS_URL": redis_url}
+    out = subprocess.run([sys.executable, "-m", "worker.cli", "bench", "--stages", "fairness",
+                          "--recipients", "3000", "--json"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
+    assert out.returncode == 0, out.stderr[-3000:]
+    fairness = json.loads(out.stdout)["fairness"]
+
+    for key in ("normal_s", "concurrency_1_s", "high_s", "rate", "ratio_to_baseline"):
+        assert fairness[key] > 0, key
+    assert fairness["broker_growth_mb"] >= 0
+    # Enough recipients that the large campaign still drains once the small ones have completed.
+    assert fairness["large_recipients"] > 2000
+
+
 def test_bench_refuses_the_embedded_default(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
     out = subprocess.run([sys.executable, "-m", "worker.cli", "bench", "--recipients", "10"],
