@@ -45,7 +45,9 @@ def celery_config(settings: Settings) -> dict:
         # (prefork would need a process per in-flight send). Why these numbers: README, "Speed".
         "worker_pool": "threads",
         "worker_concurrency": 24,
-        "worker_prefetch_multiplier": 4,
+        # No more reserved than threads: a high-priority send waits for a free thread, never
+        # behind sends a busy worker holds in reserve (README, "Speed").
+        "worker_prefetch_multiplier": 1,
         # Off until asked: Flower turns them on (and they stay on after it stops, until
         # `celery -A worker control disable_events`). Each task would publish three events to Redis.
         "worker_send_task_events": False,
