@@ -48,7 +48,8 @@ def test_fairness_stage_prints_each_small_campaign_and_the_large_ones_ratio(pg_u
     assert out.returncode == 0, out.stderr[-3000:]
     fairness = json.loads(out.stdout)["fairness"]
 
-    for key in ("normal_s", "concurrency_1_s", "high_s", "rate", "ratio_to_baseline"):
+    for key in ("normal_s", "concurrency_1_s", "high_s", "rate", "ratio_to_baseline", "refills",
+                "window_turn_p50_ms"):
         assert fairness[key] > 0, key
     assert fairness["broker_growth_mb"] >= 0
     # Enough recipients that the large campaign still drains once the small ones have completed.

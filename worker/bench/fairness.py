@@ -95,6 +95,7 @@ class FairnessBench(_Bench):
                           f"the large campaign's {large.accepted} sends (logs in {self.logdir})")
         peak_mb = memory.stop()
         rate = _rate(cid, since=held_at, until=None)
+        refills, turn_ms = _window_turns(cid)
         self.results["fairness"] = {
             **{f"{name}_s": value for name, value in seconds.items()},
             "timeline": timeline,
@@ -102,6 +103,9 @@ class FairnessBench(_Bench):
             "rate": rate, "ratio_to_baseline": round(rate / self.results["baseline"]["rate"], 3),
             "rate_with_reports": with_reports,
             "ratio_with_reports": round(with_reports / self.results["baseline"]["rate"], 3),
+            # How the window turned over: refills made, and the median send's time from its
+            # publishing to its recorded acceptance (the rate a window allows is size / turn).
+            "refills": refills, "window_turn_p50_ms": turn_ms,
             "broker_growth_mb": round(peak_mb, 3),
             "broker_bytes_per_recipient": round(peak_mb * 2**20 / large.accepted, 2),
             "peak_rss_mb": None, "peak_rss_of": "not measured",
@@ -156,6 +160,14 @@ def _finished(cid: uuid.UUID) -> int:
     with db.session() as s:
         return s.scalar(select(func.count()).select_from(Message).where(
             Message.campaign_id == cid, Message.sent_at.is_not(None)))
+
+
+def _window_turns(cid: uuid.UUID) -> tuple[int, float]:
+    with db.session() as s:
+        refills = s.scalar(select(Campaign.window_seq).where(Campaign.id == cid))
+        turn = s.scalar(select(func.percentile_cont(0.5).within_group(
+            func.extract("epoch", Message.sent_at - Message.due_at))).where(Message.campaign_id == cid))
+    return refills, round(float(turn) * 1000, 1)
 
 
 def _rate(cid: uuid.UUID, since: float | None, until: float | None) -> float:
