@@ -258,8 +258,7 @@ class _Bench:
         # The bare sends' reports are held, then dropped: only Herald's are ever pushed (the
         # fairness stage runs with reports flowing, so it holds them for the baseline alone).
         knobs = self.emulator.knobs
-        if not knobs.hold_reports:
-            self.emulator.set_knobs(knobs.model_copy(update={"hold_reports": True}))
+        self.emulator.set_knobs(knobs.model_copy(update={"hold_reports": True}))
         publish(0, WARMUP_TASKS)  # connections and imports warm before anything is timed
         self._drain(baseline.QUEUE, WARMUP_TASKS)
         publish(WARMUP_TASKS, n)
