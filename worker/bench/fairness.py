@@ -61,7 +61,7 @@ class FairnessBench(_Bench):
         # The workers drain the control queue and the send queues, in their priority order.
         self._start_workers(*queues.ALL)
         self._wait_for_workers()
-        self._baseline(opts.recipients)  # a sample of at most 5,000 tasks (run.BASELINE_TASKS)
+        self._baseline(opts.recipients)  # a sample of at most run.BASELINE_TASKS
 
         spec = {"from": baseline.SENDER, "message": baseline.BODY, "default_region": "GB",
                 "provider": baseline.ACCOUNT}
