@@ -5,14 +5,21 @@ Intake's pool processes import this module alone (campaigns/intake.py): keep its
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import phonenumbers
-from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumberType, ValidationResult
-# Not exported, but the body of phonenumbers.number_type: see number_type below.
-from phonenumbers.phonenumberutil import _number_type_helper
+from phonenumbers import (
+    COUNTRY_CODE_TO_REGION_CODE, NumberParseException, PhoneMetadata, PhoneNumber, PhoneNumberType,
+    ValidationResult,
+)
+# Not exported: the steps of phonenumbers.parse and number_type that normalise takes one by one
+# (see _e164_parts and region_and_type; tests/test_recipients.py holds both to the public functions).
+from phonenumbers.phonenumberutil import (
+    _maybe_strip_national_prefix_carrier_code, _number_type_helper, re_compile,
+)
 
 from campaigns.schema import unstorable, url_problem
 from campaigns.templates import MissingField, render
@@ -65,13 +72,14 @@ def normalise(raw: str, default_region: str | None = None) -> Normalised:
     text = raw.strip()
     if text.startswith("00"):
         text = "+" + text[2:]
-    try:
-        number = phonenumbers.parse(text, default_region)
-    except NumberParseException as exc:
-        raise InvalidRecipient(_PARSE_REASONS.get(exc.error_type, "unparseable")) from None
-    region = phonenumbers.region_code_for_number(number)
+    number = _from_e164(text)
+    if number is None:
+        try:
+            number = phonenumbers.parse(text, default_region)
+        except NumberParseException as exc:
+            raise InvalidRecipient(_PARSE_REASONS.get(exc.error_type, "unparseable")) from None
     national = phonenumbers.national_significant_number(number)
-    kind = number_type(number.country_code, region, national)
+    region, kind = region_and_type(number.country_code, national)
     if kind == PhoneNumberType.UNKNOWN:
         length = phonenumbers.is_possible_number_with_reason(number)
         raise InvalidRecipient(_LENGTH_REASONS.get(length, "not a valid number for its region"))
@@ -80,15 +88,55 @@ def normalise(raw: str, default_region: str | None = None) -> Normalised:
     return Normalised(f"+{number.country_code}{national}", region)
 
 
-def number_type(country_code: int, region: str | None, national: str) -> int:
-    """``phonenumbers.number_type`` given the region it would look up first, UNKNOWN exactly when
-    the number is invalid. Intake runs this a million times and phonenumbers is most of its cost:
-    number_type finds the region itself, and for a code many regions share (+1, +44) that
-    search costs as much as the type, so it is done once here for both: a seventh less time per
-    recipient on the benchmark's mix, the same result.
-    tests/test_recipients.py holds this to ``phonenumbers.number_type``."""
-    metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
-    return PhoneNumberType.UNKNOWN if metadata is None else _number_type_helper(national, metadata)
+# Already E.164, as most lists are written: ASCII digits only (\d would take other scripts' digits).
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+def _from_e164(text: str) -> PhoneNumber | None:
+    """What ``phonenumbers.parse`` makes of ``text`` if it is a plain E.164 number, or None where
+    parse must decide. Intake runs this a million times: parse's search for a number inside any
+    text was half of phonenumbers' time, and for E.164 the country code and the national number
+    are simply the digits. Parse's own steps are kept where they can change the digits: a
+    national number starting with 0 (Italy's leading zero) or with a national prefix that parse
+    would strip is handed to parse."""
+    if not _E164.fullmatch(text):
+        return None
+    for end in (2, 3, 4):  # country codes are prefix-free: the first known one is the one
+        country_code = int(text[1:end])
+        if country_code in COUNTRY_CODE_TO_REGION_CODE:
+            break
+    else:
+        return None  # parse says why
+    national = text[end:]
+    metadata = PhoneMetadata.metadata_for_region_or_calling_code(
+        country_code, COUNTRY_CODE_TO_REGION_CODE[country_code][0])
+    if national[0] == "0" or metadata is None or _maybe_strip_national_prefix_carrier_code(
+            national, metadata)[1] != national:
+        return None
+    return PhoneNumber(country_code=country_code, national_number=int(national))
+
+
+def region_and_type(country_code: int, national: str) -> tuple[str | None, int]:
+    """``(phonenumbers.region_code_for_number, phonenumbers.number_type)`` of a number, its type
+    UNKNOWN exactly when the number is invalid. For a code many regions share (+1, +44), finding
+    the region already checks the number against a region's types, and number_type would find
+    the region again to check them once more: here each is done once."""
+    regions = COUNTRY_CODE_TO_REGION_CODE.get(country_code)
+    if not regions:
+        return None, PhoneNumberType.UNKNOWN
+    if len(regions) == 1:
+        metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, regions[0])
+        return regions[0], PhoneNumberType.UNKNOWN if metadata is None else _number_type_helper(national, metadata)
+    for region in regions:  # as region_code_for_number walks them
+        metadata = PhoneMetadata.metadata_for_region(region, None)
+        if metadata is None:
+            continue
+        if metadata.leading_digits is not None:
+            if re_compile(metadata.leading_digits).match(national):
+                return region, _number_type_helper(national, metadata)
+        elif (kind := _number_type_helper(national, metadata)) != PhoneNumberType.UNKNOWN:
+            return region, kind
+    return None, PhoneNumberType.UNKNOWN
 
 
 def phone_key(e164: str) -> int:

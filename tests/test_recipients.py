@@ -138,24 +138,76 @@ def test_every_recipient_is_counted_once(store, recipients, opted_out):
         assert phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164) == phone
 
 
-def test_number_type_is_phonenumbers_own_for_every_region_and_type():
-    """recipients.number_type calls a phonenumbers helper that is not exported: hold it to the
-    public function over every region's example of every type, each also one digit off."""
+def _examples() -> list[phonenumbers.PhoneNumber]:
     from phonenumbers import PhoneNumberType
-
-    from campaigns.recipients import number_type
 
     examples = [phonenumbers.example_number_for_type(region, kind)
                 for region in sorted(phonenumbers.SUPPORTED_REGIONS) for kind in range(PhoneNumberType.UNKNOWN)]
     examples += [phonenumbers.example_number_for_non_geo_entity(cc)
                  for cc in sorted(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS)]
+    return list(filter(None, examples))
+
+
+def test_region_and_type_are_phonenumbers_own_for_every_region_and_type():
+    """recipients.region_and_type calls a phonenumbers helper that is not exported: hold it to the
+    public functions over every region's example of every type, each also one digit off."""
+    from campaigns.recipients import region_and_type
+
     checked = 0
-    for example in filter(None, examples):
+    for example in _examples():
         for national in (example.national_number, example.national_number // 10,
                          example.national_number * 10 + 7):
             number = phonenumbers.PhoneNumber(country_code=example.country_code, national_number=national)
-            got = number_type(number.country_code, phonenumbers.region_code_for_number(number),
-                              phonenumbers.national_significant_number(number))
-            assert got == phonenumbers.number_type(number), (example.country_code, national)
+            got = region_and_type(number.country_code, phonenumbers.national_significant_number(number))
+            assert got == (phonenumbers.region_code_for_number(number), phonenumbers.number_type(number)), \
+                (example.country_code, national)
             checked += 1
     assert checked > 3000
+
+
+def _public_normalise(raw: str, region: str | None):
+    """normalise as phonenumbers' public functions alone give it: what the fast path must equal."""
+    from phonenumbers import PhoneNumberType
+
+    from campaigns.recipients import _LENGTH_REASONS, _NO_SMS, _PARSE_REASONS, Normalised
+
+    text = raw.strip()
+    text = "+" + text[2:] if text.startswith("00") else text
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException as exc:
+        return _PARSE_REASONS.get(exc.error_type, "unparseable")
+    kind = phonenumbers.number_type(number)
+    if kind == PhoneNumberType.UNKNOWN:
+        return _LENGTH_REASONS.get(phonenumbers.is_possible_number_with_reason(number),
+                                   "not a valid number for its region")
+    return _NO_SMS.get(kind) or Normalised(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+                                           phonenumbers.region_code_for_number(number))
+
+
+def _ours(raw: str, region: str | None):
+    try:
+        return normalise(raw, region)
+    except InvalidRecipient as exc:
+        return str(exc)
+
+
+def test_e164_numbers_normalise_as_phonenumbers_parses_them():
+    """The E.164 fast path (no phonenumbers.parse) gives parse's number, or leaves it to parse:
+    every region's example of every type written in E.164, and the same with a digit dropped,
+    added, or a 0 or 1 put in front (Italy's leading zero, national prefixes parse strips)."""
+    checked = 0
+    for example in _examples():
+        national = phonenumbers.national_significant_number(example)
+        for digits in (national, national[:-1], national + "7", "0" + national, "1" + national, national[1:]):
+            raw = f"+{example.country_code}{digits}"
+            for region in ("GB", None):
+                assert _ours(raw, region) == _public_normalise(raw, region), raw
+                checked += 1
+    assert checked > 10000
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.from_regex(r"\A(\+|00)[0-9]{4,16}\Z"), st.sampled_from(["GB", "US", "IT", None]))
+def test_any_plus_and_digits_normalise_as_phonenumbers_parses_them(raw, region):
+    assert _ours(raw, region) == _public_normalise(raw, region)
