@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from enum import Enum
@@ -36,9 +38,9 @@ def _make_engine(url: str) -> Engine:
     # No pre-ping: it was a round trip on every checkout, two per send. After a PostgreSQL
     # restart the first statement on a dead connection fails and invalidates the whole pool;
     # the send task retries on that error, an HTTP caller gets one 503 and retries.
-    # The pool keeps as many connections as a worker has threads (24): a connection beyond
-    # pool_size is closed when returned, and reopening one per send cost more than the send's
-    # own statements. Connections open only when needed, so a quiet process holds few.
+    # The pool serves sessions; the send path's statements run on each thread's own connection
+    # (first). A connection beyond pool_size is closed when returned, and reopening one costs
+    # more than a statement. Connections open only when needed, so a quiet process holds few.
     # hide_parameters: a statement's error never quotes its values (numbers, message text).
     return create_engine(url, pool_size=32, max_overflow=8, hide_parameters=True)
 
@@ -57,6 +59,8 @@ def engine() -> Engine:
 def reset() -> None:
     """Close this process's connections; the next statement opens new ones."""
     engine().dispose()
+    for own in list(_owns):
+        own.close()
 
 
 # SQLite allows one writer; threads queueing on a lock beat sqlite's sleeping busy handler.
@@ -79,9 +83,10 @@ def first(statement, params: dict):
     column name) or None. For the send path's single statements: no ORM session, no BEGIN and
     COMMIT round trips (each costs the sending thread a wait for the GIL; see `herald bench`).
 
-    On PostgreSQL the statement, compiled once, runs on psycopg's own cursor of a pooled
-    connection switched to autocommit for it: SQLAlchemy's per-execution work (a Connection,
-    its isolation level set and reset) cost more than PostgreSQL's own.
+    On PostgreSQL the statement, compiled once, runs in autocommit on a connection and cursor of
+    the calling thread's own (``_Own``), never the pool's: SQLAlchemy's
+    per-execution work cost more than PostgreSQL's own, and taking a pooled connection, switching
+    it to autocommit and back and opening a cursor cost the send path a sixth of its client CPU.
     """
     eng = engine()
     if eng.dialect.name != "postgresql":
@@ -89,19 +94,65 @@ def first(statement, params: dict):
             result = conn.execution_options(isolation_level="AUTOCOMMIT").execute(statement, params)
             return result.first() if result.returns_rows else None
     sql, fixed = _compiled(statement, eng.dialect)
-    pooled = eng.raw_connection()
-    driver = pooled.driver_connection
+    cur = _own_cursor(eng)
     try:
-        driver.autocommit = True
-        # A broken connection raises psycopg's own OperationalError here (the send task retries
-        # on it); the pool's reset on return finds it broken and never hands it out again.
-        with driver.cursor(row_factory=namedtuple_row) as cur:
-            cur.execute(sql, {**fixed, **params})
-            return cur.fetchone() if cur.description else None
-    finally:
-        if not driver.closed:  # as the pool's other users expect it; a broken one is discarded
-            driver.autocommit = False
-        pooled.close()
+        cur.execute(sql, {**fixed, **params})
+    except psycopg.Error:
+        # A lost connection raises psycopg's own OperationalError (the send task retries on it);
+        # this thread's next statement opens a new one.
+        if cur.connection.broken:
+            cur.connection.close()
+        raise
+    return cur.fetchone() if cur.description else None
+
+
+class _Own:
+    """A thread's own autocommit connection and cursor for ``first``, closed when its thread ends.
+
+    A worker thread sends one message at a time, so it needs one connection, and keeps it: as
+    many connections as sending threads, as the pool held when sends took theirs from it; the
+    pool now serves the sessions alone. One inherited through a fork is never used here, nor
+    closed (it is the parent's; psycopg does not close it either).
+    """
+
+    __slots__ = ("pid", "engine", "cursor", "__weakref__")
+
+    def __init__(self, eng: Engine) -> None:
+        pooled = eng.raw_connection()  # connected as the engine connects, then let go by the pool
+        conn = pooled.driver_connection
+        pooled.detach()
+        conn.autocommit = True
+        self.pid, self.engine, self.cursor = os.getpid(), eng, conn.cursor(row_factory=namedtuple_row)
+
+    def usable(self, eng: Engine) -> bool:
+        return self.pid == os.getpid() and self.engine is eng and not self.cursor.connection.closed
+
+    def close(self) -> None:
+        if self.pid == os.getpid():
+            self.cursor.connection.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001  at interpreter exit the connection may be half torn down
+            pass
+
+
+_thread = threading.local()
+_owns: weakref.WeakSet[_Own] = weakref.WeakSet()  # every live thread's, for reset()
+_inherited: list[_Own] = []  # a forked child's from its parent
+
+
+def _own_cursor(eng: Engine) -> psycopg.Cursor:
+    own = getattr(_thread, "own", None)
+    if own is None or not own.usable(eng):
+        if own is not None and own.pid != os.getpid():
+            _inherited.append(own)  # kept, not dropped: psycopg would warn it was never closed
+        elif own is not None:
+            own.close()  # another engine's (the settings moved), or closed by reset()
+        own = _thread.own = _Own(eng)
+        _owns.add(own)
+    return own.cursor
 
 
 def first_in(conn, statement, params: dict):
