@@ -61,7 +61,7 @@ class FairnessBench(_Bench):
         # The workers drain the control queue and the send queues, in their priority order.
         self._start_workers(*queues.ALL)
         self._wait_for_workers()
-        self._baseline(opts.recipients)  # a sample of at most run.BASELINE_TASKS
+        self._baseline(opts.recipients)  # half a sample of at most run.BASELINE_TASKS; the rest after
 
         spec = {"from": baseline.SENDER, "message": baseline.BODY, "default_region": "GB",
                 "provider": baseline.ACCOUNT}
@@ -93,6 +93,7 @@ class FairnessBench(_Bench):
                           f"the large campaign's {large.accepted} sends (logs in {self.logdir})")
         peak_mb = memory.stop()
         rate = _rate(cid, since=held_at, until=None)
+        self._baseline(opts.recipients)
         refills, turn_ms = _window_turns(cid)
         self.results["fairness"] = {
             **{f"{name}_s": value for name, value in seconds.items()},

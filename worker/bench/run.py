@@ -128,6 +128,7 @@ class _Bench:
             self._wait_for_workers()
             self._baseline(accepted)
             self._dispatch(campaign_id, accepted)
+            self._baseline(accepted)
             _compare(self.results["dispatch"], self.results["baseline"]["rate"])
         if "reports" in self.stages:
             self._reports(campaign_id, accepted)
@@ -243,12 +244,18 @@ class _Bench:
         _compare(self.results["fanout"], _bare_publish_rate(published, get_settings().fanout_batch))
 
     def _baseline(self, accepted: int) -> None:
+        """Half the bare-Celery sample. A run takes one half before the stage it is compared with
+        and the other after it, so the machine's drift over the stage (rates here move by a third
+        within the hour) weighs on both sides alike; the baseline's rate is both halves' tasks
+        over both halves' time."""
         from worker.app import app
 
         # A rate, steady after the warm-up: a sample of BASELINE_TASKS measures it as well as N
         # tasks would, and keeps a run at N = 20,000 within minutes.
-        n = min(accepted, BASELINE_TASKS)
-        self.opts.say(f"baseline: {n} bare tasks making the same provider call")
+        n = max(min(accepted, BASELINE_TASKS) // 2, 1)
+        before = self.results.get("baseline")
+        self.opts.say(f"baseline: {n} bare tasks making the same provider call "
+                      f"({'after' if before else 'before'} the stage)")
 
         def publish(first: int, count: int) -> None:
             with app.producer_or_acquire() as producer:
@@ -258,17 +265,27 @@ class _Bench:
         # The bare sends' reports are held, then dropped: only Herald's are ever pushed (the
         # fairness stage runs with reports flowing, so it holds them for the baseline alone).
         knobs = self.emulator.knobs
+        held = _settled(lambda: self.emulator.stats()["held"])  # Herald's own, kept for the reports stage
         self.emulator.set_knobs(knobs.model_copy(update={"hold_reports": True}))
-        publish(0, WARMUP_TASKS)  # connections and imports warm before anything is timed
-        self._drain(baseline.QUEUE, WARMUP_TASKS)
-        publish(WARMUP_TASKS, n)
-        rate, _, peak = self._drain(baseline.QUEUE, n)
+        sent = 0
+        if before is None:
+            publish(0, WARMUP_TASKS)  # connections and imports warm before anything is timed
+            self._drain(baseline.QUEUE, WARMUP_TASKS)
+            sent = WARMUP_TASKS
+        publish(WARMUP_TASKS + (before or {}).get("tasks", 0), n)
+        rate, elapsed, peak = self._drain(baseline.QUEUE, n)
         # Each report is held a moment after its send.
-        _wait(lambda: self.emulator.stats()["held"] >= WARMUP_TASKS + n, 30, "the bare sends' reports")
-        self.emulator.drop_held()
+        _wait(lambda: self.emulator.stats()["held"] >= held + sent + n, 30, "the bare sends' reports")
+        self.emulator.drop_held(keep=held)
         self.emulator.set_knobs(knobs)
+        if before is not None:
+            tasks, seconds = before["tasks"] + n, before["elapsed_s"] + elapsed
+            self.results["baseline"] = {
+                **before, "rate": round(tasks / seconds, 1), "rate_before": before["rate"], "rate_after": rate,
+                "peak_rss_mb": max(before["peak_rss_mb"], peak), "tasks": tasks, "elapsed_s": round(seconds, 3)}
+            return
         self.results["baseline"] = {"rate": rate, "peak_rss_mb": peak, "p50_ms": None, "p95_ms": None,
-                                    "tasks": n, "peak_rss_of": "worker processes, summed"}
+                                    "tasks": n, "elapsed_s": elapsed, "peak_rss_of": "worker processes, summed"}
 
     def _dispatch(self, campaign_id: str, accepted: int) -> None:
         self.opts.say(f"dispatch: {accepted} messages")
@@ -497,6 +514,16 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str, interval: fl
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
+
+
+def _settled(count: Callable[[], int], quiet_s: float = 1.0) -> int:
+    """``count()`` once it has not moved for ``quiet_s``."""
+    last, moved = count(), time.monotonic()
+    while time.monotonic() - moved < quiet_s:
+        time.sleep(0.1)
+        if (now := count()) != last:
+            last, moved = now, time.monotonic()
+    return last
 
 
 def _wait_progressing(count: Callable[[], int], goal: int, stall_s: float, what: str) -> None:

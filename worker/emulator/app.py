@@ -264,10 +264,10 @@ class Emulator:
             pool.submit(pusher)
         return len(held)
 
-    def drop_held(self) -> int:
-        """Forget every held report unpushed; returns how many were held."""
-        dropped, self.held = len(self.held), []
-        return dropped
+    def drop_held(self, keep: int = 0) -> int:
+        """Forget the held reports unpushed but the first ``keep``; returns how many it forgot."""
+        dropped, self.held = self.held[keep:], self.held[:keep]
+        return len(dropped)
 
     def stats(self) -> dict:
         return {"accepted": len(self.records), "requests": len(self.requests), "held": len(self.held),

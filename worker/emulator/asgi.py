@@ -65,8 +65,8 @@ def create_app(emulator: Emulator | None = None) -> FastAPI:
         return {"released": await emulator.release(to, keep)}
 
     @app.delete("/_emulator/held")
-    def drop_held() -> dict:
-        return {"dropped": emulator.drop_held()}
+    def drop_held(keep: int = 0) -> dict:
+        return {"dropped": emulator.drop_held(keep)}
 
     @app.put("/_emulator/knobs")
     def set_knobs(knobs: Knobs) -> Knobs:

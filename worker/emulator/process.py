@@ -51,9 +51,9 @@ class EmulatorProcess:
     def stats(self) -> dict:
         return self.http.get("/_emulator/stats").json()
 
-    def drop_held(self) -> int:
-        """Forget the reports held back (``hold_reports``) without pushing them."""
-        return self.http.delete("/_emulator/held").json()["dropped"]
+    def drop_held(self, keep: int = 0) -> int:
+        """Forget the reports held back (``hold_reports``) without pushing them, but the first ``keep``."""
+        return self.http.delete("/_emulator/held", params={"keep": keep}).json()["dropped"]
 
     def set_knobs(self, knobs: Knobs) -> None:
         self.knobs = knobs
