@@ -86,7 +86,7 @@ def first(statement, params: dict):
     On PostgreSQL the statement, compiled once, runs in autocommit on a connection and cursor of
     the calling thread's own (``_Own``), never the pool's: SQLAlchemy's
     per-execution work cost more than PostgreSQL's own, and taking a pooled connection, switching
-    it to autocommit and back and opening a cursor cost the send path a sixth of its client CPU.
+    it to autocommit and back and opening a cursor were a quarter of the two statements' client CPU.
     """
     eng = engine()
     if eng.dialect.name != "postgresql":

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+
 import psycopg
 import pytest
 from sqlalchemy import func, literal, select
@@ -36,3 +40,60 @@ def test_a_connection_killed_under_a_statement_is_never_reused(services):
 
 def test_enum_constants_in_a_prebuilt_statement_reach_postgresql_as_values(services):
     assert db.first(select(literal(MessageStatus.SENT).label("status")), {}).status == "sent"
+
+
+def _open_backends(url: str) -> set[int]:
+    with psycopg.connect(url, autocommit=True) as admin:
+        return {row[0] for row in admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")}
+
+
+def test_each_sending_thread_keeps_one_connection_until_it_ends(services):
+    url = services["HERALD_DATABASE_URL"]
+    seen: dict[str, set[int]] = {}
+    go = threading.Event()
+
+    def send(name: str) -> None:
+        seen[name] = {backend_pid() for _ in range(5)}
+        go.wait(10)
+
+    threads = [threading.Thread(target=send, args=(f"t{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    while len(seen) < 4:
+        time.sleep(0.01)
+    # One connection per thread, kept across its statements, none shared.
+    assert all(len(pids) == 1 for pids in seen.values())
+    mine = set().union(*seen.values())
+    assert len(mine) == 4 and mine <= _open_backends(url)
+
+    go.set()
+    for t in threads:
+        t.join()
+    # A thread that ends closes its connection: threads that come and go leak none.
+    for _ in range(50):
+        if not mine & _open_backends(url):
+            break
+        time.sleep(0.1)
+    assert not mine & _open_backends(url)
+
+
+def test_reset_closes_the_threads_connections_and_the_next_statement_opens_one(services):
+    before = backend_pid()
+    db.reset()
+    assert before not in _open_backends(services["HERALD_DATABASE_URL"])
+    assert backend_pid() != before
+
+
+def test_a_forked_child_never_uses_its_parents_connection(services):
+    parent = backend_pid()
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: its own connection, and the parent's left alone
+        try:
+            os.write(write, str(backend_pid()).encode())
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    assert int(os.read(read, 64)) != parent
+    assert backend_pid() == parent, "the child's exit must not have closed the parent's connection"
