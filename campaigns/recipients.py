@@ -16,7 +16,7 @@ from phonenumbers import (
     ValidationResult,
 )
 # Not exported: the steps of phonenumbers.parse and number_type that normalise takes one by one
-# (see _e164_parts and region_and_type; tests/test_recipients.py holds both to the public functions).
+# (see _from_e164 and region_and_type; tests/test_recipients.py holds both to the public functions).
 from phonenumbers.phonenumberutil import (
     _maybe_strip_national_prefix_carrier_code, _number_type_helper, re_compile,
 )

@@ -35,6 +35,9 @@ def test_bench_prints_every_figure_as_a_positive_number(pg_url, redis_url):
         assert r["baseline_rate"] > 0, stage
         assert r["ratio_to_baseline"] == pytest.approx(r["rate"] / r["baseline_rate"], rel=0.01), stage
     assert results["dispatch"]["baseline_rate"] == results["baseline"]["rate"]
+    # Half the baseline before the dispatch stage, half after: its rate lies between the halves'.
+    halves = results["baseline"]["rate_before"], results["baseline"]["rate_after"]
+    assert min(halves) - 0.1 <= results["baseline"]["rate"] <= max(halves) + 0.1
     assert results["intake"]["ratio_to_phonenumbers"] > 0
     for stage in ("fanout", "dispatch", "reports"):
         assert 0 < results[stage]["p50_ms"] <= results[stage]["p95_ms"], stage
