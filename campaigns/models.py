@@ -96,8 +96,10 @@ class Message(Base):
         Index("ix_messages_not_before", "not_before", postgresql_where=text("not_before IS NOT NULL"),
               sqlite_where=text("not_before IS NOT NULL")),
         # The report poller walks sent messages per account, least recently polled first; the
-        # expiry walks sent messages of every account (some providers give no reference).
-        Index("ix_messages_poll", "status", "provider", "polled_at"),
+        # expiry walks sent messages of every account (some providers give no reference). Only
+        # sent messages: intake's queued rows and the claim's `sending` ones stay out of it.
+        Index("ix_messages_poll", "provider", "polled_at", postgresql_where=text("status = 'sent'"),
+              sqlite_where=text("status = 'sent'")),
         # The store itself refuses a doubled recipient, whatever intake does.
         UniqueConstraint("campaign_id", "phone", name="uq_messages_campaign_phone"),
     )

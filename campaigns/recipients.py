@@ -16,7 +16,7 @@ from phonenumbers import (
     ValidationResult,
 )
 # Not exported: the steps of phonenumbers.parse and number_type that normalise takes one by one
-# (see _from_e164 and region_and_type; tests/test_recipients.py holds both to the public functions).
+# (see _e164_parts and region_and_type; tests/test_recipients.py holds both to the public functions).
 from phonenumbers.phonenumberutil import (
     _maybe_strip_national_prefix_carrier_code, _number_type_helper, re_compile,
 )
@@ -72,29 +72,31 @@ def normalise(raw: str, default_region: str | None = None) -> Normalised:
     text = raw.strip()
     if text.startswith("00"):
         text = "+" + text[2:]
-    number = _from_e164(text)
-    if number is None:
+    number = None
+    if (parts := _e164_parts(text)) is None:
         try:
             number = phonenumbers.parse(text, default_region)
         except NumberParseException as exc:
             raise InvalidRecipient(_PARSE_REASONS.get(exc.error_type, "unparseable")) from None
-    national = phonenumbers.national_significant_number(number)
-    region, kind = region_and_type(number.country_code, national)
+        parts = number.country_code, phonenumbers.national_significant_number(number)
+    country_code, national = parts
+    region, kind = region_and_type(country_code, national)
     if kind == PhoneNumberType.UNKNOWN:
+        number = number or PhoneNumber(country_code=country_code, national_number=int(national))
         length = phonenumbers.is_possible_number_with_reason(number)
         raise InvalidRecipient(_LENGTH_REASONS.get(length, "not a valid number for its region"))
     if reason := _NO_SMS.get(kind):
         raise InvalidRecipient(reason)
-    return Normalised(f"+{number.country_code}{national}", region)
+    return Normalised(f"+{country_code}{national}", region)
 
 
 # Already E.164, as most lists are written: ASCII digits only (\d would take other scripts' digits).
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 
 
-def _from_e164(text: str) -> PhoneNumber | None:
-    """What ``phonenumbers.parse`` makes of ``text`` if it is a plain E.164 number, or None where
-    parse must decide. Intake runs this a million times: parse's search for a number inside any
+def _e164_parts(text: str) -> tuple[int, str] | None:
+    """The country code and national significant number ``phonenumbers.parse`` finds in ``text``
+    if it is a plain E.164 number, or None where parse must decide. Intake runs this a million times: parse's search for a number inside any
     text was half of phonenumbers' time, and for E.164 the country code and the national number
     are simply the digits. Parse's own steps are kept where they can change the digits: a
     national number starting with 0 (Italy's leading zero) or with a national prefix that parse
@@ -113,7 +115,7 @@ def _from_e164(text: str) -> PhoneNumber | None:
     if national[0] == "0" or metadata is None or _maybe_strip_national_prefix_carrier_code(
             national, metadata)[1] != national:
         return None
-    return PhoneNumber(country_code=country_code, national_number=int(national))
+    return country_code, national
 
 
 def region_and_type(country_code: int, national: str) -> tuple[str | None, int]:
