@@ -96,11 +96,11 @@ _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 
 def _e164_parts(text: str) -> tuple[int, str] | None:
     """The country code and national significant number ``phonenumbers.parse`` finds in ``text``
-    if it is a plain E.164 number, or None where parse must decide. Intake runs this a million times: parse's search for a number inside any
-    text was half of phonenumbers' time, and for E.164 the country code and the national number
-    are simply the digits. Parse's own steps are kept where they can change the digits: a
-    national number starting with 0 (Italy's leading zero) or with a national prefix that parse
-    would strip is handed to parse."""
+    if it is a plain E.164 number, or None where parse must decide. Intake runs this a million
+    times: parse's search for a number inside any text was half of phonenumbers' time, and for
+    E.164 the country code and the national number are simply the digits. Parse's own steps are
+    kept where they can change the digits: a national number starting with 0 (Italy's leading
+    zero) or with a national prefix that parse would strip is handed to parse."""
     if not _E164.fullmatch(text):
         return None
     for end in (2, 3, 4):  # country codes are prefix-free: the first known one is the one
@@ -128,7 +128,8 @@ def region_and_type(country_code: int, national: str) -> tuple[str | None, int]:
         return None, PhoneNumberType.UNKNOWN
     if len(regions) == 1:
         metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, regions[0])
-        return regions[0], PhoneNumberType.UNKNOWN if metadata is None else _number_type_helper(national, metadata)
+        kind = PhoneNumberType.UNKNOWN if metadata is None else _number_type_helper(national, metadata)
+        return regions[0], kind
     for region in regions:  # as region_code_for_number walks them
         metadata = PhoneMetadata.metadata_for_region(region, None)
         if metadata is None:

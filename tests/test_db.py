@@ -48,6 +48,15 @@ def _open_backends(url: str) -> set[int]:
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")}
 
 
+def _closed(pids: set[int], url: str) -> bool:
+    """Whether none of ``pids`` is still a backend, waiting a moment for closed ones to exit."""
+    for _ in range(50):
+        if not pids & _open_backends(url):
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def test_each_sending_thread_keeps_one_connection_until_it_ends(services):
     url = services["HERALD_DATABASE_URL"]
     seen: dict[str, set[int]] = {}
@@ -71,17 +80,13 @@ def test_each_sending_thread_keeps_one_connection_until_it_ends(services):
     for t in threads:
         t.join()
     # A thread that ends closes its connection: threads that come and go leak none.
-    for _ in range(50):
-        if not mine & _open_backends(url):
-            break
-        time.sleep(0.1)
-    assert not mine & _open_backends(url)
+    assert _closed(mine, url)
 
 
 def test_reset_closes_the_threads_connections_and_the_next_statement_opens_one(services):
     before = backend_pid()
     db.reset()
-    assert before not in _open_backends(services["HERALD_DATABASE_URL"])
+    assert _closed({before}, services["HERALD_DATABASE_URL"])
     assert backend_pid() != before
 
 
